@@ -1,0 +1,1 @@
+"""Collating sweeps into tables and plots."""

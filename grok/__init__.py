@@ -1,0 +1,1 @@
+"""grok: sweeps of small transformers on modular arithmetic, to study when and how they grok."""

@@ -1,0 +1,86 @@
+"""Checks a composed run config before anything is written, so bad input costs one clear line."""
+
+from omegaconf import DictConfig
+
+from grok.data import LAYOUTS, n_train_for
+from grok.ops import Op, OpError, parse_op
+
+TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
+TASKS = (*TASK_OPS, "poly")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+LOGGERS = ("wandb", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+CRITERIA = ("held",)
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message is one line naming the key and the value."""
+
+
+def _int(cfg, key, lo=None):
+    v = cfg[key] if "." not in key else _select(cfg, key)
+    if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
+        need = "an integer" + (f" >= {lo}" if lo is not None else "")
+        raise ConfigError(f"{key}={v!r}: must be {need}")
+    return v
+
+
+def _num(cfg, key, lo, hi, lo_open=True, hi_open=True):
+    v = _select(cfg, key)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+    ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+        raise ConfigError(f"{key}={v!r}: must be a number in {lb}{lo}, {hi}{rb}")
+    return v
+
+
+def _select(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _choice(cfg, key, options):
+    v = _select(cfg, key)
+    if v not in options:
+        raise ConfigError(f"{key}={v!r}: unknown (choose from {', '.join(options)})")
+    return v
+
+
+def validate(cfg: DictConfig) -> Op:
+    """Raise ConfigError on the first bad value; return the parsed op."""
+    task = _choice(cfg, "task.name", TASKS)
+    try:
+        op = parse_op(cfg.op)
+        p = _int(cfg, "p", lo=2)
+        op.check_p(p)
+        if task in TASK_OPS and op.canonical != parse_op(TASK_OPS[task]).canonical:
+            raise ConfigError(f"op={cfg.op!r} conflicts with task={task} ({TASK_OPS[task]}); "
+                              f"use task=poly for other ops")
+    except OpError as e:
+        raise ConfigError(str(e)) from None
+    frac = _num(cfg, "frac", 0.0, 1.0)
+    n = len(op.labels(p)[2])
+    if not 1 <= n_train_for(frac, n) < n:
+        raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} pairs at p={p}")
+    _int(cfg, "seed", lo=0)
+    _choice(cfg, "model.layout", LAYOUTS)
+    _choice(cfg, "model.impl", ("tables", "full"))
+    for key in ("d_model", "n_heads", "d_head", "d_mlp"):
+        _int(cfg, f"model.{key}", lo=1)
+    _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _num(cfg, "optimizer.lr", 0.0, float("inf"))
+    _num(cfg, "optimizer.weight_decay", 0.0, float("inf"), lo_open=False)
+    _int(cfg, "optimizer.warmup_steps", lo=0)
+    for key in ("steps", "eval_every", "checkpoint_every"):
+        _int(cfg, f"train.{key}", lo=1)
+    if cfg.train.early_stop_after is not None:
+        _int(cfg, "train.early_stop_after", lo=0)
+    _choice(cfg, "grok.criterion", CRITERIA)
+    _num(cfg, "grok.threshold", 0.0, 1.0, hi_open=False)
+    _num(cfg, "grok.delay_ratio", 1.0, float("inf"), lo_open=False)
+    if _choice(cfg, "logger.name", LOGGERS) == "wandb":
+        _choice(cfg, "logger.mode", WANDB_MODES)
+    return op

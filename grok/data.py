@@ -1,0 +1,57 @@
+"""The universe of p*p pairs, its seeded train/test split, and the token layouts of the papers."""
+
+from dataclasses import dataclass
+
+import torch
+
+from grok.ops import Op
+
+# Furuta et al. give each elementary operation its own token so several ops can share one model;
+# every other op (polynomials) uses "=". Keyed by the op's canonical form.
+FURUTA_OP_TOKENS = {"x+y": 1, "x-y": 2, "xy": 3, "x/y": 4}  # offset from p; "=" is p + 0
+LAYOUTS = ("nanda", "furuta")
+
+
+def vocab_size(layout: str, p: int) -> int:
+    return p + 1 if layout == "nanda" else p + 5
+
+
+def tokens_for(op: Op, layout: str, p: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sequences for pairs (x, y): nanda [x, y, =]; furuta [x, op, y]."""
+    if layout == "nanda":
+        return torch.stack([x, y, torch.full_like(x, p)], dim=1)
+    if layout == "furuta":
+        op_token = p + FURUTA_OP_TOKENS.get(op.canonical, 0)
+        return torch.stack([x, torch.full_like(x, op_token), y], dim=1)
+    raise ValueError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors plus the full universe (for measures over all p*p inputs)."""
+    tokens: torch.Tensor      # (N, 3) every valid pair, x-major order
+    labels: torch.Tensor      # (N,)
+    train_idx: torch.Tensor   # indices into the universe
+    test_idx: torch.Tensor
+
+    @property
+    def train(self):
+        return self.tokens[self.train_idx], self.labels[self.train_idx]
+
+    @property
+    def test(self):
+        return self.tokens[self.test_idx], self.labels[self.test_idx]
+
+
+def n_train_for(frac: float, n: int) -> int:
+    return int(round(frac * n))
+
+
+def make_dataset(op: Op, p: int, frac: float, seed: int, layout: str) -> Dataset:
+    """All pairs labelled exactly by `op`, split by a shuffle that depends only on `seed`."""
+    x, y, z = (torch.from_numpy(a).long() for a in op.labels(p))
+    n = len(z)
+    n_train = n_train_for(frac, n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return Dataset(tokens=tokens_for(op, layout, p, x, y), labels=z,
+                   train_idx=perm[:n_train].sort().values, test_idx=perm[n_train:].sort().values)
