@@ -1,8 +1,10 @@
-"""Checks a composed run config before anything is written, so bad input costs one clear line."""
+"""Checks a composed run config before anything is written, so bad input costs one clear line.
+
+Imports no torch: launch.py runs this on every job of a sweep before starting any.
+"""
 
 from omegaconf import DictConfig
 
-from grok.data import LAYOUTS, n_train_for
 from grok.ops import Op, OpError, parse_op
 
 TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
@@ -11,6 +13,11 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 CRITERIA = ("held",)
+LAYOUTS = ("nanda", "furuta")  # [x, y, =] and [x, op, y]; see grok.data
+
+
+def n_train_for(frac: float, n: int) -> int:
+    return int(round(frac * n))
 
 
 class ConfigError(ValueError):

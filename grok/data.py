@@ -4,12 +4,12 @@ from dataclasses import dataclass
 
 import torch
 
+from grok.config import LAYOUTS, n_train_for
 from grok.ops import Op
 
 # Furuta et al. give each elementary operation its own token so several ops can share one model;
 # every other op (polynomials) uses "=". Keyed by the op's canonical form.
 FURUTA_OP_TOKENS = {"x+y": 1, "x-y": 2, "xy": 3, "x/y": 4}  # offset from p; "=" is p + 0
-LAYOUTS = ("nanda", "furuta")
 
 
 def vocab_size(layout: str, p: int) -> int:
@@ -41,10 +41,6 @@ class Dataset:
     @property
     def test(self):
         return self.tokens[self.test_idx], self.labels[self.test_idx]
-
-
-def n_train_for(frac: float, n: int) -> int:
-    return int(round(frac * n))
 
 
 def make_dataset(op: Op, p: int, frac: float, seed: int, layout: str) -> Dataset:

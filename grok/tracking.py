@@ -41,8 +41,9 @@ def write_text(path: Path, text: str) -> None:
 
 
 class LocalRecord:
-    """config.yaml (resolved), metrics.jsonl (one JSON object per eval; `pd.read_json(path,
-    lines=True)`), summary.json (written once, at the end)."""
+    """config.yaml (resolved); metrics.jsonl, one JSON object per eval (read it with
+    `pd.read_json(path, lines=True, precise_float=True)`: without precise_float pandas rounds
+    the last digits); summary.json, written once at the end."""
 
     def __init__(self, run_dir):
         self.dir = Path(run_dir)

@@ -1,0 +1,85 @@
+"""launch.py as a user meets it: bad input stops before anything is written; a sweep leaves
+one complete record per job, locally and in offline W&B."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, launch
+from grok.wandb_offline import find_run_files, read_run, wait_until_finished
+
+BAD = [
+    (["task=poly", "op=x+z"], "'x+z'"),
+    (["task=poly", "op=x+"], "'x+'"),
+    (["task=poly", "op=x++y"], "'x++y'"),
+    (["task=poly", "op=*x"], "'*x'"),
+    (["task=poly", "op='(x+y'"], "'(x+y'"),
+    (["task=poly", "op='x+y)'"], "'x+y)'"),
+    (["task=poly", "op=x**"], "'x**'"),
+    (["task=poly", "op='x^y'"], "'x^y'"),
+    (["task=poly", "op=1.5x"], "1.5x"),
+    (["task=poly", "op=x-x"], "'x-x'"),
+    (["task=poly", "op=''"], "''"),
+    (["task=poly", "op=sin(x)"], "sin(x)"),
+    (["task=poly", "op=x$y"], "x$y"),
+    (["task=poly", "op=1e3"], "1000.0"),
+    (["task=div", "p=91"], "91"),
+    (["task=poly", "op=x/y", "p=91"], "91"),
+    (["task=add", "op=x*y"], "x*y"),
+    (["frac=0"], "frac=0"),
+    (["frac=1.0"], "frac=1.0"),
+    (["frac=-0.2"], "frac=-0.2"),
+    (["p=1"], "p=1"),
+    (["p=abc"], "abc"),
+    (["task=nope"], "nope"),
+    (["model=gpt9"], "gpt9"),
+    (["optimizer=lion"], "lion"),
+    (["train.steps=0"], "train.steps=0"),
+    (["-m", "task=poly", "op=x+y,x+q"], "x+q"),       # one bad job stops the whole sweep up front
+    (["-m", "frac=0.5,1.5"], "frac=1.5"),
+]
+
+
+@pytest.mark.parametrize("args,named", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, args, named):
+    r = launch(args, cwd=tmp_path, timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert named in lines[0]
+    assert list(tmp_path.iterdir()) == [], "no run folder may be created for bad input"
+
+
+@pytest.mark.slow
+def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = launch(["-m", "task=poly", "op=x+y,x2+y2", "frac=0.5,0.7", *TINY,
+                f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in runs] == ["0", "1", "2", "3"]
+    seen, groups = set(), set()
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        metrics = pd.read_json(run / "metrics.jsonl", lines=True, precise_float=True)
+        config = (run / "config.yaml").read_text()
+        assert summary["status"] == "complete" and summary["steps"] == 60
+        assert list(metrics.step) == list(range(0, 61, 10))
+        assert f"frac: {summary['frac']}" in config
+        seen.add((summary["op"], summary["frac"]))
+        files = find_run_files(run)
+        assert len(files) == 1
+        wait_until_finished(files[0])
+        wb = read_run(files[0])
+        groups.add(wb["group"])
+        assert wb["config"]["op"] == {"x+y": "x+y", "x^2+y^2": "x2+y2"}[summary["op"]]
+        assert wb["config"]["frac"] == summary["frac"]
+        history = wb["history"]
+        assert [h["_step"] for h in history] == list(metrics.step)
+        for h, (_, row) in zip(history, metrics.iterrows()):
+            for key, value in row.items():
+                assert h[key] == pytest.approx(value, rel=0, abs=0), key
+        assert wb["summary"]["verdict"] == summary["verdict"]
+    assert seen == {("x+y", .5), ("x+y", .7), ("x^2+y^2", .5), ("x^2+y^2", .7)}
+    assert len(groups) == 1 and groups.pop() == summary["sweep_id"]

@@ -1,0 +1,61 @@
+"""Every config composes and validates; the documented command lines expand as documented."""
+
+import itertools
+
+import pytest
+
+from conftest import CONF, compose_cfg
+from grok.config import validate
+from launch import expand_jobs
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("task,model,optimizer,logger",
+                         itertools.product(options("task"), options("model"),
+                                           options("optimizer"), options("logger")))
+def test_every_group_combination_composes_and_validates(task, model, optimizer, logger):
+    cfg = compose_cfg([f"task={task}", f"model={model}", f"optimizer={optimizer}",
+                       f"logger={logger}"])
+    op = validate(cfg)
+    assert cfg.task.name == task and cfg.model.name == model and cfg.optimizer.name == optimizer
+    assert op.canonical  # the task's default op parses
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_validates(experiment):
+    validate(compose_cfg([f"experiment={experiment}"]))
+
+
+def test_default_is_the_small_fast_config():
+    cfg = compose_cfg()
+    assert (cfg.p, cfg.frac, cfg.model.d_model, cfg.optimizer.lr) == (59, 0.4, 64, 3e-3)
+    assert cfg.op == "x+y" and cfg.model.name == "nanda"
+
+
+def test_nanda_reference_preset():
+    cfg = compose_cfg(["experiment=nanda"])
+    assert (cfg.p, cfg.frac, cfg.op, cfg.model.d_model, cfg.model.d_mlp) == (113, 0.3, "x+y", 128, 512)
+    assert (cfg.optimizer.lr, list(cfg.optimizer.betas), cfg.optimizer.weight_decay) == (1e-3, [0.9, 0.98], 1.0)
+    assert cfg.optimizer.warmup_steps == 10 and cfg.model.pos_embed and cfg.model.mlp_bias
+
+
+def test_furuta_preset():
+    cfg = compose_cfg(["experiment=furuta", "task=poly", "op=x2+y2"])
+    assert (cfg.p, cfg.model.layout, cfg.model.pos_embed, cfg.model.mlp_bias) == (97, "furuta", False, False)
+    assert validate(cfg).canonical == "x^2+y^2"
+
+
+def test_readme_sweep_command_expands_to_three_jobs_with_string_op():
+    jobs, multirun = expand_jobs(["-m", "task=poly", "op=x2+xy+y2", "frac=0.3,0.5,0.7"])
+    assert multirun and len(jobs) == 3
+    cfgs = [compose_cfg(j) for j in jobs]
+    assert [c.frac for c in cfgs] == [0.3, 0.5, 0.7]
+    assert all(c.op == "x2+xy+y2" and validate(c).canonical == "x^2+xy+y^2" for c in cfgs)
+
+
+def test_op_override_with_quotes_reaches_the_parser_intact():
+    jobs, _ = expand_jobs(["task=poly", "op='(x+y)^3'"])
+    assert validate(compose_cfg(jobs[0])).canonical == "x^3+3x^2y+3xy^2+y^3"
