@@ -18,6 +18,7 @@ This is a benchmark, not a test: it prints numbers and never fails on them.
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -92,6 +93,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5, help="unmeasured steps per impl first")
     ap.add_argument("--block", type=int, default=5, help="steps per impl before switching")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--budget", type=float, default=40.0,
+                    help="seconds for the measured loop; stops early (after a full round) past it")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -107,7 +110,8 @@ def main(argv=None):
           f"d_model {m.d_model}, {m.n_heads} heads x {m.d_head}, d_mlp {m.d_mlp}, "
           f"pos_embed {m.pos_embed}, mlp_bias {m.mlp_bias}; {cfg.optimizer.name} lr "
           f"{cfg.optimizer.lr} betas {tuple(cfg.optimizer.betas)} wd {cfg.optimizer.weight_decay}; "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
 
     dl, dg = check(cfg, op, x, y)
     print(f"check float64 tables vs full: max |d logits| {dl:.2e}, max |d grad| {dg:.2e}")
@@ -130,8 +134,12 @@ def main(argv=None):
             step(impl)
     times = {impl: [] for impl in IMPLS}
     block = max(1, args.block)
-    i = 0
+    i, t_start = 0, time.perf_counter()
     while any(len(t) < args.steps for t in times.values()):
+        if i and i % 2 == 0 and time.perf_counter() - t_start > args.budget:
+            print(f"budget of {args.budget:.0f} s spent: {len(times['tables'])} / "
+                  f"{len(times['full'])} steps measured (machine busy?)")
+            break
         order = IMPLS if i % 2 == 0 else IMPLS[::-1]  # alternate who goes first, too
         for impl in order:
             for _ in range(min(block, args.steps - len(times[impl]))):

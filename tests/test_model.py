@@ -23,6 +23,15 @@ REFERENCE = dict(d_model=128, n_heads=4, d_head=32, d_mlp=512)
 TOL = 1e-10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one thread is as fast and not slowed ~100x when other jobs share the cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make(layout, p, impl="tables", seed=0, dims=SMALL):
     pos, bias = LAYOUTS[layout]
     torch.manual_seed(seed)
@@ -106,7 +115,7 @@ def test_cache_matches_between_impls(layout):
     B, h, n = len(tokens), dims["n_heads"], tokens.shape[1]
     ct, cf = {}, {}
     with torch.no_grad():
-        lt, lf = tables(tokens, cache=ct), full(tokens, cache=cf)
+        tables(tokens, cache=ct), full(tokens, cache=cf)
     expected = {"attn": (B, h, n), "mlp_pre": (B, dims["d_mlp"]), "mlp_post": (B, dims["d_mlp"]),
                 "resid_final": (B, dims["d_model"])}
     for c in (ct, cf):
@@ -115,8 +124,26 @@ def test_cache_matches_between_impls(layout):
         assert (ct[k] - cf[k]).abs().max().item() < TOL, k
     assert (ct["mlp_post"] == ct["mlp_pre"].clamp(min=0)).all()
     # The cache is read before the unembed: resid_final @ W_U is the logits.
-    assert (ct["resid_final"] @ tables.W_U - lt).abs().max().item() < TOL
-    assert (lt - lf).abs().max().item() < TOL
+    with torch.no_grad():
+        ref = full(tokens)
+    assert (ct["resid_final"] @ tables.W_U - ref).abs().max().item() < TOL
+    assert (cf["resid_final"] @ full.W_U - ref).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("impl", [
+    "tables",
+    pytest.param("full", marks=pytest.mark.xfail(strict=True, reason=(
+        "model.py bug: with a cache, impl='full' slices resid to the last position, then "
+        "`logits[:, -1]` slices again and returns the last logit column, shape (B,)"))),
+])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_passing_a_cache_does_not_change_the_logits(layout, impl):
+    model = make(layout, 13, impl)
+    tokens = random_tokens(layout, 13, 50)
+    with torch.no_grad():
+        plain, cached = model(tokens), model(tokens, cache={})
+    assert cached.shape == plain.shape == (50, 13)
+    assert torch.equal(cached, plain)
 
 
 @pytest.mark.parametrize("impl", ["tables", "full"])

@@ -1,0 +1,26 @@
+# `make help` lists the targets. Every target runs from the repository root.
+PY ?= python
+SWEEP ?=
+
+.PHONY: help install run test test-fast bench grid-table clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## Install the project with test extras (CPU torch 2.13.0 pinned first)
+	$(PY) -m pip install torch==2.13.0 -e '.[test]'
+
+run: ## Run the small default experiment (groks in well under a minute on 2 cores)
+	$(PY) launch.py
+
+test: ## Run the whole test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: ## Run the tests not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+bench: ## Reference-config step time: token-table model vs every-position model
+	$(PY) bench/step_time.py
+
+clean: ## Remove outputs/ (all local run records!)
+	rm -rf outputs

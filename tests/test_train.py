@@ -1,0 +1,121 @@
+"""Training end to end: it groks, it is deterministic, and a killed run resumes bit for bit."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, TINY, compose_cfg
+from grok.data import make_dataset
+from grok.ops import parse_op
+from grok.train import run
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+
+
+@pytest.mark.slow
+def test_default_config_groks_with_a_real_delay(tmp_path):
+    summary = run(compose_cfg(["logger=none"]), tmp_path)
+    m = pd.read_json(tmp_path / "metrics.jsonl", lines=True, precise_float=True)
+    memorised_not_general = m[(m.train_acc >= 0.99) & (m.test_acc < 0.5)]
+    assert len(memorised_not_general), "no point with train acc >= 0.99 and test acc < 0.5"
+    first = memorised_not_general.step.min()
+    assert (m[m.step > first].test_acc >= 0.99).any()
+    assert summary["verdict"] == "grokked"
+    assert summary["memorisation_step"] <= first < summary["grok_step"]
+    assert m.set_index("step").test_acc[summary["grok_step"]] >= 0.99
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_same_config_and_seed_same_run_bit_for_bit(tmp_path):
+    cfg = compose_cfg(["logger=none", *TINY])
+    run(cfg, tmp_path / "a")
+    run(cfg, tmp_path / "b")
+    assert read_metrics(tmp_path / "a") == read_metrics(tmp_path / "b")
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    other = run(compose_cfg(["logger=none", *TINY, "seed=1"]), tmp_path / "c")
+    assert other["final_train_loss"] != read_metrics(tmp_path / "a")[-1]["train_loss"]
+
+
+def test_split_is_a_function_of_seed_and_covers_every_pair():
+    op = parse_op("x+y")
+    a, b = make_dataset(op, 23, 0.3, 0, "nanda"), make_dataset(op, 23, 0.3, 0, "nanda")
+    c = make_dataset(op, 23, 0.3, 1, "nanda")
+    assert torch.equal(a.train_idx, b.train_idx) and not torch.equal(a.train_idx, c.train_idx)
+    both = torch.cat([a.train_idx, a.test_idx]).sort().values
+    assert torch.equal(both, torch.arange(23 * 23)) and len(a.train_idx) == round(0.3 * 529)
+    x, y = a.tokens[:, 0], a.tokens[:, 1]
+    assert torch.equal(a.labels, (x + y) % 23) and (a.tokens[:, 2] == 23).all()
+    f = make_dataset(parse_op("x*y"), 23, 0.3, 0, "furuta")  # [x, *, y], "*" is token p+3
+    assert torch.equal(f.tokens[:, 0], x) and torch.equal(f.tokens[:, 2], y)
+    assert (f.tokens[:, 1] == 23 + 3).all() and torch.equal(f.labels, x * y % 23)
+
+
+def test_finished_run_is_not_trained_again_and_other_config_is_refused(tmp_path):
+    cfg = compose_cfg(["logger=none", *TINY])
+    first = run(cfg, tmp_path)
+    mtime = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    assert run(cfg, tmp_path) == first
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == mtime
+    with pytest.raises(RuntimeError, match="differs in frac"):
+        run(compose_cfg(["logger=none", *TINY, "frac=0.6"]), tmp_path)
+
+
+def test_longer_budget_continues_a_finished_run_exactly(tmp_path):
+    short = [*TINY, "train.steps=40", "logger=none"]
+    run(compose_cfg(short), tmp_path / "a")
+    run(compose_cfg([*short, "train.steps=60"]), tmp_path / "a")
+    run(compose_cfg(["logger=none", *TINY]), tmp_path / "b")
+    assert read_metrics(tmp_path / "a") == read_metrics(tmp_path / "b")
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_wandb_failure_keeps_the_local_record(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    summary = run(compose_cfg([*TINY, "logger.mode=online", "train.steps=20"]), tmp_path)
+    assert "W&B disabled for this run" in caplog.text
+    assert summary["status"] == "complete"
+    assert len(read_metrics(tmp_path)) == 3
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_bit_identical(tmp_path):
+    args = [*TINY, "logger=none", "train.steps=3000", "train.checkpoint_every=100",
+            "train.eval_every=100"]
+    cmd = [sys.executable, str(ROOT / "launch.py"), *args]
+    subprocess.run([*cmd, f"hydra.run.dir={tmp_path / 'straight'}"], check=True,
+                   capture_output=True, cwd=tmp_path)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, f"hydra.run.dir={killed}"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it run past the checkpoint: metrics written after it must not survive
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    subprocess.run([*cmd, f"hydra.run.dir={killed}"], check=True, capture_output=True, cwd=tmp_path)
+    a = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    b = json.loads((killed / "summary.json").read_text())
+    assert 0 < b["resumed_from"] < 3000
+    volatile = {"wall_time_s", "steps_per_s", "resumed_from", "sweep_id"}
+    assert {k: v for k, v in a.items() if k not in volatile} == \
+        {k: v for k, v in b.items() if k not in volatile}
+    assert read_metrics(tmp_path / "straight") == read_metrics(killed)
+    wa, wb = weights(tmp_path / "straight"), weights(killed)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
