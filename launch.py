@@ -72,9 +72,29 @@ def preflight(argv: list[str]) -> str | None:
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
+    from grok.tracking import record_failure
     from grok.train import run
 
-    return run(cfg, HydraConfig.get().runtime.output_dir)
+    run_dir = HydraConfig.get().runtime.output_dir
+    try:
+        return run(cfg, run_dir)
+    except Exception as e:
+        log.exception("job failed")  # into this job's launch.log, traceback included
+        record_failure(run_dir, e)
+        raise
+
+
+def report(sweep_dir: str) -> bool:
+    """Print one line per job of the sweep; True if every job completed."""
+    from grok.tracking import sweep_status
+
+    rows = sweep_status(sweep_dir)
+    bad = [r for r in rows if r[1] != "complete"]
+    print(f"sweep {sweep_dir}: {len(rows) - len(bad)} of {len(rows)} jobs complete", file=sys.stderr)
+    for job, status, what in rows:
+        log_hint = f" (log: {job}/launch.log)" if status != "complete" else ""
+        print(f"  {Path(job).name:>4}  {status:<10} {what}{log_hint}", file=sys.stderr)
+    return not bad
 
 
 def cli() -> None:
@@ -89,7 +109,15 @@ def cli() -> None:
         # One id for every job of this launch: W&B group and sweep folder name. Microseconds,
         # so two sweeps started in the same second do not share a folder.
         sys.argv.append(f"sweep_id={datetime.now():%Y-%m-%d_%H-%M-%S-%f}")
-    main()
+    from grok.tracking import SweepReport
+
+    try:
+        main()
+    finally:
+        if SweepReport.sweep_dir and Path(SweepReport.sweep_dir).is_dir():
+            ok = report(SweepReport.sweep_dir)
+            if not ok:
+                sys.exit(1)
 
 
 if __name__ == "__main__":

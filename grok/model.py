@@ -48,12 +48,13 @@ class Transformer(nn.Module):
         else:
             resid, attn = self._attend_tables(tokens)
         resid, pre, post = self._mlp(resid)
-        if cache is not None:
-            if self.impl == "full":  # keep the cache's shapes independent of impl
-                attn, pre, post, resid = attn[:, :, -1], pre[:, -1], post[:, -1], resid[:, -1]
-            cache.update(attn=attn, mlp_pre=pre, mlp_post=post, resid_final=resid)
         logits = resid @ self.W_U
-        return logits[:, -1] if self.impl == "full" else logits
+        if self.impl == "full":  # unembedded every position, as usual; only the last is read
+            logits = logits[:, -1]
+            attn, pre, post, resid = attn[:, :, -1], pre[:, -1], post[:, -1], resid[:, -1]
+        if cache is not None:
+            cache.update(attn=attn, mlp_pre=pre, mlp_post=post, resid_final=resid)
+        return logits
 
     def _mlp(self, resid):
         pre = resid @ self.W_in

@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -102,3 +103,34 @@ class WandbRun:
         except Exception as e:  # noqa: BLE001
             log.warning("W&B finish failed: %s", e)
         self.run = None
+
+
+def record_failure(run_dir, error: BaseException) -> None:
+    """Leave a failed job's folder saying so, for the sweep report and the analysis tables."""
+    write_text(Path(run_dir) / SUMMARY, json.dumps({
+        "status": "failed", "error": f"{type(error).__name__}: {error}",
+        "log": str(Path(run_dir) / "launch.log")}, indent=2) + "\n")
+
+
+def sweep_status(sweep_dir) -> list[tuple[str, str, str]]:
+    """(job folder, status, verdict or error) for every numbered job folder of a sweep."""
+    rows = []
+    for job in sorted((p for p in Path(sweep_dir).iterdir() if p.name.isdigit()),
+                      key=lambda p: int(p.name)):
+        try:
+            s = json.loads((job / SUMMARY).read_text())
+        except (OSError, ValueError):
+            rows.append((str(job), "unfinished", f"no readable {SUMMARY}"))
+            continue
+        rows.append((str(job), s.get("status", "?"), s.get("verdict") or s.get("error", "")))
+    return rows
+
+
+class SweepReport(Callback):
+    """Remembers where a multirun writes, so launch.py can report every job once it ends,
+    including when Hydra stops with an error (it then skips on_multirun_end)."""
+
+    sweep_dir: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        SweepReport.sweep_dir = str(config.hydra.sweep.dir)

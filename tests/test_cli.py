@@ -83,3 +83,17 @@ def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
         assert wb["summary"]["verdict"] == summary["verdict"]
     assert seen == {("x+y", .5), ("x+y", .7), ("x^2+y^2", .5), ("x^2+y^2", .7)}
     assert len(groups) == 1 and groups.pop() == summary["sweep_id"]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
+    sweep = tmp_path / "sweep"
+    r = launch(["-m", "train.device=cuda,cpu", *TINY, "train.steps=20", "logger=none",
+                f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode != 0
+    failed = json.loads((sweep / "0" / "summary.json").read_text())
+    assert failed["status"] == "failed" and "CUDA" in failed["error"]
+    assert "Traceback" in (sweep / "0" / "launch.log").read_text()
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "complete"
+    assert "1 of 2 jobs complete" in r.stderr
+    assert f"failed     {failed['error']} (log: {sweep}/0/launch.log)" in r.stderr

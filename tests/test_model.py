@@ -130,12 +130,7 @@ def test_cache_matches_between_impls(layout):
     assert (cf["resid_final"] @ full.W_U - ref).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("impl", [
-    "tables",
-    pytest.param("full", marks=pytest.mark.xfail(strict=True, reason=(
-        "model.py bug: with a cache, impl='full' slices resid to the last position, then "
-        "`logits[:, -1]` slices again and returns the last logit column, shape (B,)"))),
-])
+@pytest.mark.parametrize("impl", ["tables", "full"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_passing_a_cache_does_not_change_the_logits(layout, impl):
     model = make(layout, 13, impl)
