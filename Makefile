@@ -2,7 +2,7 @@
 PY ?= python
 SWEEP ?=
 
-.PHONY: help install run test test-fast bench grid-table clean
+.PHONY: help install run test test-fast bench grid-table plots clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,12 @@ test-fast: ## Run the tests not marked slow
 
 bench: ## Reference-config step time: token-table model vs every-position model
 	$(PY) bench/step_time.py
+
+grid-table: ## Grok/no-grok table of the latest sweep, or of SWEEP="dir [dir...]"
+	$(PY) -m analysis grid $(SWEEP)
+
+plots: ## Curves of every run of the latest sweep (or SWEEP=...) and the table heatmap, as PNG
+	$(PY) -m analysis plots $(SWEEP)
 
 clean: ## Remove outputs/ (all local run records!)
 	rm -rf outputs

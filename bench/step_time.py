@@ -93,7 +93,7 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5, help="unmeasured steps per impl first")
     ap.add_argument("--block", type=int, default=5, help="steps per impl before switching")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--budget", type=float, default=40.0,
+    ap.add_argument("--budget", type=float, default=30.0,
                     help="seconds for the measured loop; stops early (after a full round) past it")
     args = ap.parse_args(argv)
 

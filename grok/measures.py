@@ -144,18 +144,25 @@ def key_frequencies(mlp_post_grid: torch.Tensor, p: int, threshold: float = KEY_
     Nyquist block is {const, cos_{p/2}}^2); its frequency is the argmax. Dead (constant) neurons
     get fraction 0. Returns (sorted key frequencies owning a neuron with fraction > threshold,
     per-neuron frequency (d_mlp,) long, per-neuron fraction (d_mlp,) float64).
+
+    Only the blocks are needed, so after transforming along x (G = B A) the y transform is done
+    for the const column and each row's own frequency pair only: half the work of fourier_2d.
     """
+    B = fourier_basis(p).to(mlp_post_grid.device)
     A = mlp_post_grid.detach().double()
-    A = (A - A.mean(0)).reshape(p, p, -1)
-    E = fourier_2d(A).pow(2)
-    total = E.sum((0, 1))  # Parseval: the centred neuron's sum of squares
+    A = A - A.mean(0)
+    total = torch.linalg.vector_norm(A, dim=0).pow(2)       # Parseval: the neuron's energy
+    G = (B @ A.view(p, -1)).view(p, p, -1)                   # G[i, y] = sum_x B[i, x] A[x, y]
+    row0 = (B @ G[0]).pow(2)                                 # F[0, j]
+    col0 = (G.sum(1) / math.sqrt(p)).pow(2)                  # F[i, 0]
+    edge = row0 + col0                                       # F[0, 0] = 0 after centring
     K = (p - 1) // 2
-    cs = torch.arange(1, 2 * K + 1, device=A.device).view(K, 2)  # (cos_k, sin_k) rows
-    # Block {0, c, s}^2 = const row and column (E[0, 0] = 0 after centring) + the {c, s}^2 square.
-    edge = E[0] + E[:, 0]
-    block = edge[cs].sum(1) + E[cs[:, :, None], cs[:, None, :]].sum((1, 2))
+    pair = B[1:2 * K + 1].view(K, 2, p).repeat_interleave(2, dim=0)  # row i's (cos, sin) rows
+    square = torch.bmm(pair, G[1:2 * K + 1]).pow(2).view(K, 4, -1).sum(1)  # F[{c,s}, {c,s}]
+    block = edge[1:2 * K + 1].view(K, 2, -1).sum(1) + square
     if p % 2 == 0:
-        block = torch.cat([block, (edge[p - 1] + E[p - 1, p - 1])[None]])
+        nyquist = edge[p - 1] + (B[p - 1] @ G[p - 1]).pow(2)
+        block = torch.cat([block, nyquist[None]])
     frac, idx = (block / total.clamp_min(1e-300)).max(0)
     frac = torch.where(total > 0, frac, 0.0)
     freq = idx + 1

@@ -59,3 +59,27 @@ def test_readme_sweep_command_expands_to_three_jobs_with_string_op():
 def test_op_override_with_quotes_reaches_the_parser_intact():
     jobs, _ = expand_jobs(["task=poly", "op='(x+y)^3'"])
     assert validate(compose_cfg(jobs[0])).canonical == "x^3+3x^2y+3xy^2+y^3"
+
+
+@pytest.mark.parametrize("preset,n_jobs", [("furuta_table", 35 * 7 * 3), ("exponents", 81 * 3)])
+def test_table_presets_expand_and_validate_every_job(preset, n_jobs):
+    from launch import preflight
+
+    jobs, _ = expand_jobs(["-m", f"experiment={preset}"])
+    assert len(jobs) == n_jobs
+    assert preflight(["-m", f"experiment={preset}"]) == (None, n_jobs)
+
+
+def test_furuta_table_covers_every_seed002_group():
+    from analysis.opstats import KIND_ORDER, op_kind
+    from grok.ops import parse_op
+
+    jobs, _ = expand_jobs(["-m", "experiment=furuta_table"])
+    ops = {o.split("=", 1)[1].strip("'") for job in jobs for o in job if o.startswith("op=")}
+    kinds = {op_kind(parse_op(op)) for op in ops}
+    assert kinds == set(KIND_ORDER) - {"division"}
+
+
+def test_command_line_narrows_a_preset_sweep():
+    jobs, _ = expand_jobs(["-m", "experiment=exponents", "p=113"])
+    assert len(jobs) == 81

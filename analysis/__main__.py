@@ -1,0 +1,114 @@
+"""`python -m analysis grid|exponents|plots|labels ...`: sweeps to tables and plots, no notebook.
+
+    python -m analysis grid                      # the most recent sweep under outputs/
+    python -m analysis grid outputs/sweeps/A outputs/sweeps/B --rows op
+    python -m analysis exponents outputs/sweeps/X
+    python -m analysis plots outputs/sweeps/X
+    python -m analysis labels x2+y2 --p 97 --frac 0.3
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from analysis.collate import latest_sweep, load_runs
+
+
+def _dirs(args) -> list[Path]:
+    if args.dirs:
+        return [Path(d) for d in args.dirs]
+    latest = latest_sweep(args.outputs)
+    if latest is None:
+        sys.exit(f"error: no sweep under {args.outputs}/ (run `python launch.py` first)")
+    return [latest]
+
+
+def _load(args):
+    dirs = _dirs(args)
+    runs, problems = load_runs(*dirs)
+    for line in problems:
+        print(f"skipped {line}", file=sys.stderr)
+    if runs.empty:
+        sys.exit(f"error: no complete runs in {', '.join(map(str, dirs))}")
+    out = Path(args.out) if args.out else dirs[0] / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    return runs, dirs, out
+
+
+def cmd_grid(args):
+    from analysis.plots import heatmap
+    from analysis.tables import LEGEND, grid, grokked_share, to_markdown
+
+    runs, dirs, out = _load(args)
+    for i, ((p, model, opt), part) in enumerate(runs.groupby(["p", "model", "optimizer"])):
+        table, share = grid(part, rows=args.rows), grid(part, rows=args.rows, agg=grokked_share)
+        name = f"grid_p{p}_{model}_{opt}"
+        print(f"\n{', '.join(map(str, dirs))}: p={p}, model={model}, optimizer={opt}, "
+              f"{len(part)} runs, {part.seed.nunique()} seed(s)\n")
+        print(to_markdown(table))
+        table.to_csv(out / f"{name}.csv")
+        table.to_html(out / f"{name}.html")
+        (out / f"{name}.md").write_text(to_markdown(table) + "\n")
+        heatmap(share, table, out / f"{name}.png")
+    print(f"\n{LEGEND}\nwritten to {out}/")
+
+
+def cmd_exponents(args):
+    from analysis.tables import exponent_table
+
+    runs, _, out = _load(args)
+    table = exponent_table(runs)
+    if table.empty:
+        sys.exit("error: no x^a+y^b runs in these sweeps")
+    print(table.to_markdown(index=False, floatfmt=".3g"))
+    table.to_csv(out / "exponents.csv", index=False)
+
+
+def cmd_plots(args):
+    from analysis.plots import plot_run
+
+    runs, _, out = _load(args)
+    for run in runs.run:
+        name = Path(run).relative_to(Path(run).parents[1]).as_posix().replace("/", "_")
+        print(plot_run(run, out / f"run_{name}.png"))
+
+
+def cmd_labels(args):
+    from analysis.opstats import label_stats, label_uniformity
+    from grok.ops import OpError, parse_op
+
+    try:
+        op = parse_op(args.op)
+        op.check_p(args.p)
+    except OpError as e:
+        sys.exit(f"error: {e}")
+    stats = {**label_uniformity(op, args.p), **label_stats(op, args.p, args.frac, args.splits)}
+    print(f"{op.pretty} mod {args.p}, frac {args.frac}")
+    for k, v in stats.items():
+        print(f"  {k:<22} {v:.6g}" if isinstance(v, float) else f"  {k:<22} {v}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name, fn in (("grid", cmd_grid), ("exponents", cmd_exponents), ("plots", cmd_plots)):
+        p = sub.add_parser(name)
+        p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
+        p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
+        p.add_argument("--out", help="where to write files (default: <first dir>/analysis)")
+        p.set_defaults(fn=fn)
+        if name == "grid":
+            p.add_argument("--rows", choices=("frac", "op"), default="frac")
+    p = sub.add_parser("labels")
+    p.add_argument("op")
+    p.add_argument("--p", type=int, required=True)
+    p.add_argument("--frac", type=float, default=0.3)
+    p.add_argument("--splits", type=int, default=100)
+    p.set_defaults(fn=cmd_labels)
+    args = ap.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
