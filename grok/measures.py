@@ -15,6 +15,7 @@ import functools
 import math
 
 import torch
+import torch.nn.functional as F
 
 KEY_FREQ_THRESHOLD = 0.85  # fraction of a neuron's variance in one frequency (Nanda et al.)
 
@@ -63,10 +64,10 @@ def fourier_2d(A: torch.Tensor) -> torch.Tensor:
     return _transform_2d(B, A.double())
 
 
-def inverse_fourier_2d(F: torch.Tensor) -> torch.Tensor:
+def inverse_fourier_2d(coeffs: torch.Tensor) -> torch.Tensor:
     """Inverse of fourier_2d (the basis is orthonormal, so B^T)."""
-    B = fourier_basis(F.shape[0]).to(F.device)
-    return _transform_2d(B.T, F.double())
+    B = fourier_basis(coeffs.shape[0]).to(coeffs.device)
+    return _transform_2d(B.T, coeffs.double())
 
 
 # -- Op-independent measures -------------------------------------------------------------------
@@ -110,7 +111,8 @@ def gini(x: torch.Tensor) -> float:
 
 def _cos_sin_norms(coeffs: torch.Tensor):
     """|mu_k|, |nu_k| for the K = (p-1)//2 paired frequencies. Even p drops its unpaired Nyquist
-    cos row, so FFS and FCR average over the same frequencies as for odd p."""
+    cos row, so FFS and FCR average over the same frequencies as for odd p (p = 2 has none: the
+    two measures are then nan, undefined rather than zero)."""
     K = (coeffs.shape[0] - 1) // 2
     norms = coeffs.double().norm(dim=1)
     return norms[1:2 * K + 1:2], norms[2:2 * K + 2:2]
@@ -120,6 +122,8 @@ def ffs(coeffs: torch.Tensor, eta: float = 0.5) -> float:
     """Fourier Frequency Sparsity: the fraction of cos and sin components whose norm exceeds eta
     times the largest of their kind. Low = few dominant frequencies (addition)."""
     mu, nu = _cos_sin_norms(coeffs)
+    if not len(mu):
+        return math.nan
     count = sum(((v / v.max()) > eta).sum().item() for v in (mu, nu) if v.max() > 0)
     return count / (2 * len(mu))
 
@@ -130,10 +134,19 @@ def fcr(coeffs: torch.Tensor, rtol: float = 1e-9) -> float:
     rounding noise and counts as zero, and a frequency with both norms zero scores 0, not 1: an
     absent frequency is not balanced, and 0/0 from noise would otherwise land anywhere in [0, 1]."""
     mu, nu = _cos_sin_norms(coeffs)
+    if not len(mu):
+        return math.nan
     floor = rtol * torch.cat([mu, nu]).max()
     lo, hi = torch.minimum(mu, nu), torch.maximum(mu, nu)
-    ratio = torch.where((lo > floor) & (hi > 0), lo / hi.clamp_min(1e-300), 0.0)
-    return ratio.mean().item()
+    return torch.where(lo > floor, lo / hi, 0.0).mean().item()
+
+
+@functools.lru_cache(maxsize=16)
+def _diagonals(p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + y) mod p and (x - y) mod p over the grid, x-major."""
+    x = torch.arange(p).repeat_interleave(p)
+    y = torch.arange(p).repeat(p)
+    return (x + y) % p, (x - y) % p
 
 
 def key_frequencies(mlp_post_grid: torch.Tensor, p: int, threshold: float = KEY_FREQ_THRESHOLD):
@@ -145,23 +158,24 @@ def key_frequencies(mlp_post_grid: torch.Tensor, p: int, threshold: float = KEY_
     get fraction 0. Returns (sorted key frequencies owning a neuron with fraction > threshold,
     per-neuron frequency (d_mlp,) long, per-neuron fraction (d_mlp,) float64).
 
-    Only the blocks are needed, so after transforming along x (G = B A) the y transform is done
-    for the const column and each row's own frequency pair only: half the work of fourier_2d.
+    Computed without the O(p^3 d) 2D transform, exactly: the const row and column of the block
+    are the 1D transforms of the neuron's sums over y and over x, and the {cos_k, sin_k}^2 square
+    is spanned by the four orthogonal waves cos/sin(w_k(x+y)), cos/sin(w_k(x-y)) (each of squared
+    norm p^2/2), so its energy is that of the sums along x+y = s and x-y = s at frequency k, / p.
     """
     B = fourier_basis(p).to(mlp_post_grid.device)
-    A = mlp_post_grid.detach().double()
-    A = A - A.mean(0)
-    total = torch.linalg.vector_norm(A, dim=0).pow(2)       # Parseval: the neuron's energy
-    G = (B @ A.view(p, -1)).view(p, p, -1)                   # G[i, y] = sum_x B[i, x] A[x, y]
-    row0 = (B @ G[0]).pow(2)                                 # F[0, j]
-    col0 = (G.sum(1) / math.sqrt(p)).pow(2)                  # F[i, 0]
-    edge = row0 + col0                                       # F[0, 0] = 0 after centring
+    A = mlp_post_grid.detach().to(torch.float64, copy=True)  # private copy: changed in place
+    A -= A.mean(0)
+    grid = A.view(p, p, -1)
+    plus, minus = (torch.zeros(p, A.shape[1], dtype=A.dtype, device=A.device).index_add_(0, s, A)
+                   for s in _diagonals(p))
+    edge = (B @ grid.sum(0)).pow(2) / p + (B @ grid.sum(1)).pow(2) / p  # F[0, j]^2 + F[i, 0]^2
+    square = ((B @ plus).pow(2) + (B @ minus).pow(2)) / p
+    total = A.pow_(2).sum(0)                                 # Parseval: the neuron's energy
     K = (p - 1) // 2
-    pair = B[1:2 * K + 1].view(K, 2, p).repeat_interleave(2, dim=0)  # row i's (cos, sin) rows
-    square = torch.bmm(pair, G[1:2 * K + 1]).pow(2).view(K, 4, -1).sum(1)  # F[{c,s}, {c,s}]
-    block = edge[1:2 * K + 1].view(K, 2, -1).sum(1) + square
-    if p % 2 == 0:
-        nyquist = edge[p - 1] + (B[p - 1] @ G[p - 1]).pow(2)
+    block = (edge + square)[1:2 * K + 1].view(K, 2, A.shape[1]).sum(1)
+    if p % 2 == 0:  # cos_{p/2} x cos_{p/2} = (-1)^(x+y): one wave, seen once in the sums along x+y
+        nyquist = edge[p - 1] + (B[p - 1] @ plus).pow(2) / p
         block = torch.cat([block, nyquist[None]])
     frac, idx = (block / total.clamp_min(1e-300)).max(0)
     frac = torch.where(total > 0, frac, 0.0)
@@ -192,12 +206,12 @@ def key_directions(p: int, key_freqs, direction) -> torch.Tensor:
 
     Why these span the right thing: cos(w(x+y)) = cos wx cos wy - sin wx sin wy and sin(w(x+y)) =
     sin wx cos wy + cos wx sin wy, so for x+y they are exactly the 2D-Fourier directions of
-    SCIENCE.md; for x-y the sign of the sin*sin (and cos*sin) term flips; for a*x + b*y the
-    frequencies on x and y are a*k and b*k mod p. A constant c only shifts the phase, rotating cos
-    into sin within the same span, so it is ignored. Frequency pairs are reduced mod p and up to
-    sign (cos even, sin odd); a pair that is 0 mod p is the constant, and one equal to its own
-    negative (even p) has no sin. What is left are distinct characters, so the columns are
-    orthogonal and QR only normalises them.
+    SCIENCE.md; for x-y the cross terms flip sign (cos(w(x-y)) = cos wx cos wy + sin wx sin wy);
+    for a*x + b*y the frequencies on x and y are a*k and b*k mod p. A constant c only shifts the
+    phase, rotating cos into sin within the same span, so it is ignored. Frequency pairs are
+    reduced mod p and up to sign (cos even, sin odd): a pair that is 0 mod p is the constant, one
+    equal to its own negative (even p) has no sin, and repeats are dropped. What is left are
+    distinct characters of Z_p^2, so the columns are orthogonal and QR only normalises them.
     """
     a, b = direction
     x = torch.arange(p, dtype=torch.float64).repeat_interleave(p)
@@ -218,18 +232,15 @@ def key_directions(p: int, key_freqs, direction) -> torch.Tensor:
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Mean float64 cross-entropy over the rows whose label is not -1 (no answer, e.g. x/0)."""
-    valid = labels >= 0
-    logp = logits[valid].double().log_softmax(-1)
-    return -logp.gather(1, labels[valid, None]).mean().item()
+    """Mean float64 cross-entropy, skipping label -1 (pairs with no answer, e.g. y = 0 for x/y)."""
+    return F.cross_entropy(logits.double(), labels, ignore_index=-1).item()
 
 
 def restricted_loss(logits_grid, labels_grid, key_freqs, direction) -> float:
     """Loss when the logits (p*p, p) keep only the key-frequency directions over the input grid,
     plus the constant (Nanda's bias correction: the mean over inputs of what was removed).
     Near the train loss once the model runs the general (Fourier) algorithm."""
-    p = logits_grid.shape[1]
-    Q = key_directions(p, key_freqs, direction).to(logits_grid.device)
+    Q = key_directions(logits_grid.shape[1], key_freqs, direction).to(logits_grid.device)
     L = logits_grid.double()
     return cross_entropy(Q @ (Q.T @ L), labels_grid)
 
@@ -237,11 +248,9 @@ def restricted_loss(logits_grid, labels_grid, key_freqs, direction) -> float:
 def excluded_loss(logits_grid, labels, train_mask, key_freqs, direction) -> float:
     """Loss on the training pairs after removing exactly the key-frequency directions (not the
     constant). Rises above the train loss as the general algorithm takes over from memorisation."""
-    p = logits_grid.shape[1]
-    Q = key_directions(p, key_freqs, direction).to(logits_grid.device)[:, 1:]
+    Q = key_directions(logits_grid.shape[1], key_freqs, direction).to(logits_grid.device)[:, 1:]
     L = logits_grid.double()
-    L = L - Q @ (Q.T @ L)
-    return cross_entropy(L[train_mask], labels[train_mask])
+    return cross_entropy(L[train_mask] - Q[train_mask] @ (Q.T @ L), labels[train_mask])
 
 
 # -- Everything at one eval point --------------------------------------------------------------

@@ -75,7 +75,7 @@ class Transformer(nn.Module):
             R = self.W_E.unsqueeze(0)
             pos = torch.zeros(n, dtype=torch.long, device=tokens.device)
         else:
-            R = self.W_E.unsqueeze(0) + self.W_pos.unsqueeze(1)  # (n, V, d)
+            R = self.W_E.unsqueeze(0) + self.W_pos[:n].unsqueeze(1)  # (n, V, d)
             pos = torch.arange(n, device=tokens.device)
         P = R.shape[0]
         r_last = R[-1]                                            # (V, d)

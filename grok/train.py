@@ -6,9 +6,12 @@ restarted in the same folder ends bit-identical (on CPU) to one that never stopp
 """
 
 import json
+import contextlib
 import logging
 import secrets
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -53,6 +56,36 @@ def make_optimizer(cfg_opt: DictConfig, model: torch.nn.Module):
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     return opt, sched
+
+
+@contextlib.contextmanager
+def deferred_signals(signals=(signal.SIGUSR2, signal.SIGTERM)):
+    """Hold preemption signals (SLURM sends USR2 before a time limit or preemption; submitit's
+    handler then requeues the job and exits) until the loop is between steps, so the run can
+    checkpoint its exact state first. Yields the list of held signals; `release` hands them on."""
+    pending: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pending, lambda: None
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def hold(signum, frame):
+        pending.append(signum)
+
+    def release():
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for s in dict.fromkeys(pending):
+            log.warning("received %s: checkpointed, handing on", signal.Signals(s).name)
+            signal.raise_signal(s)
+
+    for s in signals:
+        signal.signal(s, hold)
+    try:
+        yield pending, release
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def _fingerprint(cfg: DictConfig) -> dict:
@@ -126,43 +159,48 @@ def run(cfg: DictConfig, run_dir) -> dict:
     bar = tqdm(total=tc.steps, initial=step, disable=not tty, dynamic_ncols=True, leave=False)
     t0, start_step = time.perf_counter(), step
     early_stopped = False
-    while True:
-        evaluate = (step % tc.eval_every == 0 or step == tc.steps) and not (
-            metrics and metrics[-1]["step"] == step)  # a finished run resumed with a longer budget
-        if step == tc.steps and not evaluate:
-            break
-        logits = model(x_tr)
-        loss = loss_fn(logits, y_tr)
-        if evaluate:
-            with torch.no_grad():
-                test_logits = model(x_te)
-                row = {"step": step, "train_loss": loss.item(), "train_acc": accuracy(logits, y_tr),
-                       "test_loss": loss_fn(test_logits, y_te).item(),
-                       "test_acc": accuracy(test_logits, y_te),
-                       "lr": sched.get_last_lr()[0],
-                       "weight_sq_total": sum(p.pow(2).sum() for p in model.parameters()).item()}
-            metrics.append(row)
-            record.append_metrics(row)
-            wandb_run.log(row, step=step)
-            bar.set_postfix(train=f"{row['train_acc']:.3f}", test=f"{row['test_acc']:.3f}",
-                            loss=f"{row['train_loss']:.2e}", refresh=False)
-            if not tty and (len(metrics) % 10 == 1 or step == tc.steps):
-                log.info("step %6d  train %.3f  test %.3f  train loss %.3e  test loss %.3e", step,
-                         row["train_acc"], row["test_acc"], row["train_loss"], row["test_loss"])
-            if tc.early_stop_after is not None and settled(metrics, cfg.grok.threshold,
-                                                            tc.early_stop_after):
-                early_stopped = True
+    with deferred_signals() as (pending, release):
+        while True:
+            if pending:  # preempted: save the exact state, then let the scheduler's handler act
+                save_checkpoint()
+                release()
+                pending.clear()
+            evaluate = (step % tc.eval_every == 0 or step == tc.steps) and not (
+                metrics and metrics[-1]["step"] == step)  # a finished run resumed with a longer budget
+            if step == tc.steps and not evaluate:
                 break
-        if step == tc.steps:
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        bar.update(1)
-        if step % tc.checkpoint_every == 0:
-            save_checkpoint()
+            logits = model(x_tr)
+            loss = loss_fn(logits, y_tr)
+            if evaluate:
+                with torch.no_grad():
+                    test_logits = model(x_te)
+                    row = {"step": step, "train_loss": loss.item(), "train_acc": accuracy(logits, y_tr),
+                           "test_loss": loss_fn(test_logits, y_te).item(),
+                           "test_acc": accuracy(test_logits, y_te),
+                           "lr": sched.get_last_lr()[0],
+                           "weight_sq_total": sum(p.pow(2).sum() for p in model.parameters()).item()}
+                metrics.append(row)
+                record.append_metrics(row)
+                wandb_run.log(row, step=step)
+                bar.set_postfix(train=f"{row['train_acc']:.3f}", test=f"{row['test_acc']:.3f}",
+                                loss=f"{row['train_loss']:.2e}", refresh=False)
+                if not tty and (len(metrics) % 10 == 1 or step == tc.steps):
+                    log.info("step %6d  train %.3f  test %.3f  train loss %.3e  test loss %.3e", step,
+                             row["train_acc"], row["test_acc"], row["train_loss"], row["test_loss"])
+                if tc.early_stop_after is not None and settled(metrics, cfg.grok.threshold,
+                                                                tc.early_stop_after):
+                    early_stopped = True
+                    break
+            if step == tc.steps:
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            if step % tc.checkpoint_every == 0:
+                save_checkpoint()
     bar.close()
     wall = elapsed + time.perf_counter() - t0
     summary = {

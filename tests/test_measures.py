@@ -171,13 +171,16 @@ def test_key_frequencies_of_constructed_neurons():
     ]
     A = torch.stack([n.double() for n, _ in neurons]
                     + [torch.cos(w(4) * x) + torch.cos(w(11) * y),   # split 50/50: not key
+                       # squared norms p^2/4 (freq 4) and p^2/2 (freq 11): 2/3 in 11, not key
+                       torch.cos(w(4) * x) * torch.cos(w(4) * y) + torch.cos(w(11) * (x - y)),
                        torch.full((p * p,), 2.0, dtype=torch.float64)], 1)  # dead
     key, freq, frac = M.key_frequencies(A.float(), p)
     assert key == [2, 5, 9]
     assert freq[:5].tolist() == [k for _, k in neurons]
     torch.testing.assert_close(frac[:5], torch.ones(5, dtype=torch.float64), atol=1e-6, rtol=0)
     assert frac[5].item() == pytest.approx(0.5, abs=1e-6) and freq[5].item() in (4, 11)
-    assert frac[6].item() == 0
+    assert frac[6].item() == pytest.approx(2 / 3, abs=1e-6) and freq[6].item() == 11
+    assert frac[7].item() == 0
 
 
 def test_key_frequency_at_nyquist_for_even_p():

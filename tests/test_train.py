@@ -92,30 +92,44 @@ def test_wandb_failure_keeps_the_local_record(tmp_path, monkeypatch, caplog):
     assert len(read_metrics(tmp_path)) == 3
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The uninterrupted reference run for the interruption tests."""
+    out = tmp_path_factory.mktemp("straight")
+    subprocess.run([*RESUME_CMD, f"hydra.run.dir={out}"], check=True, capture_output=True, cwd=out)
+    return out
+
+
+RESUME_CMD = [sys.executable, str(ROOT / "launch.py"), *TINY, "logger=none", "train.steps=3000",
+              "train.checkpoint_every=100", "train.eval_every=100"]
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_bit_identical(tmp_path):
-    args = [*TINY, "logger=none", "train.steps=3000", "train.checkpoint_every=100",
-            "train.eval_every=100"]
-    cmd = [sys.executable, str(ROOT / "launch.py"), *args]
-    subprocess.run([*cmd, f"hydra.run.dir={tmp_path / 'straight'}"], check=True,
-                   capture_output=True, cwd=tmp_path)
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([*cmd, f"hydra.run.dir={killed}"], cwd=tmp_path,
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGUSR2], ids=["SIGKILL", "SIGUSR2"])
+def test_interrupted_run_resumes_bit_identical(tmp_path, straight, sig):
+    """SIGKILL: resume from the last periodic checkpoint. SIGUSR2 (SLURM's warning before
+    preemption or a time limit): the run checkpoints the exact step first, then dies of it."""
+    run_dir = tmp_path / "interrupted"
+    proc = subprocess.Popen([*RESUME_CMD, f"hydra.run.dir={run_dir}"], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)  # let it run past the checkpoint: metrics written after it must not survive
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
-    subprocess.run([*cmd, f"hydra.run.dir={killed}"], check=True, capture_output=True, cwd=tmp_path)
-    a = json.loads((tmp_path / "straight" / "summary.json").read_text())
-    b = json.loads((killed / "summary.json").read_text())
-    assert 0 < b["resumed_from"] < 3000
+    proc.send_signal(sig)
+    assert proc.wait() == -sig
+    assert not (run_dir / "summary.json").exists(), "the run finished before it was interrupted"
+    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    if sig == signal.SIGUSR2:
+        assert stopped_at % 100 != 0 or stopped_at > 100, "USR2 should checkpoint where it stopped"
+    subprocess.run([*RESUME_CMD, f"hydra.run.dir={run_dir}"], check=True, capture_output=True,
+                   cwd=tmp_path)
+    a = json.loads((straight / "summary.json").read_text())
+    b = json.loads((run_dir / "summary.json").read_text())
+    assert b["resumed_from"] == stopped_at and 0 < stopped_at < 3000
     volatile = {"wall_time_s", "steps_per_s", "resumed_from", "sweep_id"}
     assert {k: v for k, v in a.items() if k not in volatile} == \
         {k: v for k, v in b.items() if k not in volatile}
-    assert read_metrics(tmp_path / "straight") == read_metrics(killed)
-    wa, wb = weights(tmp_path / "straight"), weights(killed)
+    assert read_metrics(straight) == read_metrics(run_dir)
+    wa, wb = weights(straight), weights(run_dir)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
