@@ -85,6 +85,9 @@ def validate(cfg: DictConfig) -> Op:
         _int(cfg, f"train.{key}", lo=1)
     if cfg.train.early_stop_after is not None:
         _int(cfg, "train.early_stop_after", lo=0)
+    _int(cfg, "measures.every", lo=0)
+    _int(cfg, "measures.full_every", lo=0)
+    _num(cfg, "measures.eta", 0.0, 1.0)
     _choice(cfg, "grok.criterion", CRITERIA)
     _num(cfg, "grok.threshold", 0.0, 1.0, hi_open=False)
     _num(cfg, "grok.delay_ratio", 1.0, float("inf"), lo_open=False)

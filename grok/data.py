@@ -51,3 +51,17 @@ def make_dataset(op: Op, p: int, frac: float, seed: int, layout: str) -> Dataset
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return Dataset(tokens=tokens_for(op, layout, p, x, y), labels=z,
                    train_idx=perm[:n_train].sort().values, test_idx=perm[n_train:].sort().values)
+
+
+def full_grid(op: Op, p: int, layout: str, data: Dataset):
+    """Every (x, y) in x-major order, for measures that need the model on the whole input grid
+    (even pairs an op has no answer for, e.g. y = 0 in division): tokens, labels (-1 where
+    undefined), and which pairs are in the training set."""
+    x = torch.arange(p).repeat_interleave(p)
+    y = torch.arange(p).repeat(p)
+    valid = data.tokens[:, 0] * p + data.tokens[:, -1 if layout == "furuta" else 1]
+    labels = torch.full((p * p,), -1, dtype=torch.long)
+    labels[valid] = data.labels
+    train_mask = torch.zeros(p * p, dtype=torch.bool)
+    train_mask[valid[data.train_idx]] = True
+    return tokens_for(op, layout, p, x, y), labels, train_mask

@@ -59,7 +59,7 @@ def _transform_2d(M: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
 
 
 def fourier_2d(A: torch.Tensor) -> torch.Tensor:
-    """Coefficients of A (p, p, ...) in the product basis: out[i, j] = sum_xy B[i,x] B[j,y] A[x,y]."""
+    """Coefficients of A (p, p, ...) in the product basis: out[i, j] = sum B[i,x] B[j,y] A[x,y]."""
     B = fourier_basis(A.shape[0]).to(A.device)
     return _transform_2d(B, A.double())
 
@@ -100,7 +100,7 @@ def wl_fourier(model, p: int) -> torch.Tensor:
 
 
 def gini(x: torch.Tensor) -> float:
-    """Gini coefficient of a non-negative vector: 0 if uniform, (n-1)/n if one-hot, 0 if all zero."""
+    """Gini coefficient of a non-negative vector: 0 uniform, (n-1)/n one-hot, 0 for all zeros."""
     x = x.double().flatten().sort().values
     n, total = x.numel(), x.sum()
     if total <= 0:
@@ -167,8 +167,8 @@ def key_frequencies(mlp_post_grid: torch.Tensor, p: int, threshold: float = KEY_
     A = mlp_post_grid.detach().to(torch.float64, copy=True)  # private copy: changed in place
     A -= A.mean(0)
     grid = A.view(p, p, -1)
-    plus, minus = (torch.zeros(p, A.shape[1], dtype=A.dtype, device=A.device).index_add_(0, s, A)
-                   for s in _diagonals(p))
+    zeros = torch.zeros(p, A.shape[1], dtype=A.dtype, device=A.device)
+    plus, minus = (zeros.clone().index_add_(0, s.to(A.device), A) for s in _diagonals(p))
     edge = (B @ grid.sum(0)).pow(2) / p + (B @ grid.sum(1)).pow(2) / p  # F[0, j]^2 + F[i, 0]^2
     square = ((B @ plus).pow(2) + (B @ minus).pow(2)) / p
     total = A.pow_(2).sum(0)                                 # Parseval: the neuron's energy
@@ -259,7 +259,7 @@ def compute(model, p: int, grid_tokens, grid_labels, train_mask, op, eta: float 
             full: bool = True) -> dict:
     """Flat dict of plain Python values for logging.
 
-    Always (weights only, ~1 ms): weight_sq_total, weight_sq/<param>, gini_/ffs_/fcr_ of embed
+    Always (weights only, ~2 ms): weight_sq_total, weight_sq/<param>, gini_/ffs_/fcr_ of embed
     (W_E[:p]) and wl (W_L). With full=True (one forward pass over the p*p grid): key_freqs,
     n_key_freqs, key_freq_neuron_frac, fourier_norms_embed, fourier_norms_wl, and restricted_loss
     and excluded_loss when the op is linear and there is a key frequency (else the keys are absent).

@@ -21,7 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from grok.config import validate
-from grok.data import make_dataset, vocab_size
+from grok import measures
+from grok.data import full_grid, make_dataset, vocab_size
 from grok.model import build_model
 from grok.tracking import CHECKPOINT, SUMMARY, LocalRecord, WandbRun, atomic_write
 from grok.verdict import settled, verdict
@@ -105,90 +106,123 @@ def _diff(a, b, prefix=""):
     return [] if a == b else [prefix.rstrip(".")]
 
 
+class Evaluator:
+    """Train/test metrics at every eval, and the progress measures at the intervals of the
+    `measures` config: the cheap, weights-only set every `every` evals, the full set (one
+    forward over all p*p inputs) every `full_every` evals and at the end."""
+
+    def __init__(self, cfg, op, data, test, device):
+        self.cfg, self.op = cfg.measures, op
+        self.x_te, self.y_te = test
+        self.p = cfg.p
+        if self.cfg.full_every:
+            tokens, labels, train_mask = full_grid(op, cfg.p, cfg.model.layout, data)
+            self.grid = tokens.to(device), labels.to(device), train_mask.to(device)
+
+    def __call__(self, model, step, logits, loss, y_tr, lr, n_evals, last) -> dict:
+        with torch.no_grad():
+            test_logits = model(self.x_te)
+            row = {"step": step, "train_loss": loss.item(), "train_acc": accuracy(logits, y_tr),
+                   "test_loss": loss_fn(test_logits, self.y_te).item(),
+                   "test_acc": accuracy(test_logits, self.y_te), "lr": lr}
+        every, full_every = self.cfg.every, self.cfg.full_every
+        full = bool(full_every) and (n_evals % full_every == 0 or last)
+        if full or (every and n_evals % every == 0):
+            row.update(measures.compute(model, self.p, *(self.grid if full else (None,) * 3),
+                                        self.op, eta=self.cfg.eta, full=full))
+        return row
+
+
+def _restore(ckpt_path, cfg, model, opt, sched):
+    """The state saved in `ckpt_path`, loaded into model/opt/sched, or None if there is none."""
+    if not ckpt_path.exists():
+        return None
+    ck = torch.load(ckpt_path, map_location=next(model.parameters()).device, weights_only=False)
+    changed = _diff(ck["fingerprint"], _fingerprint(cfg))
+    if changed:
+        raise RuntimeError(f"{ckpt_path} was made by another config (differs in "
+                           f"{', '.join(changed)}); use a new run folder")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"])
+    return ck
+
+
 def run(cfg: DictConfig, run_dir) -> dict:
     """Train (or resume, or return the finished result of) the run configured by `cfg` in `run_dir`."""
     op = validate(cfg)
     run_dir = Path(run_dir)
     record = LocalRecord(run_dir)
     ckpt_path = run_dir / CHECKPOINT
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    tc = cfg.train
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     torch.set_flush_denormal(True)  # denormal floats in tiny late-training gradients cost ~5x
-    device = torch.device(cfg.train.device)
+    device = torch.device(tc.device)
 
     data = make_dataset(op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)
     x_tr, y_tr = (t.to(device) for t in data.train)
-    x_te, y_te = (t.to(device) for t in data.test)
+    evaluate = Evaluator(cfg, op, data, [t.to(device) for t in data.test], device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, vocab_size(cfg.model.layout, cfg.p), cfg.p).to(device)
     opt, sched = make_optimizer(cfg.optimizer, model)
 
-    step, metrics, elapsed, wandb_id = 0, [], 0.0, secrets.token_hex(4)
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        changed = _diff(ck["fingerprint"], _fingerprint(cfg))
-        if changed:
-            raise RuntimeError(f"{ckpt_path} was made by another config (differs in "
-                               f"{', '.join(changed)}); use a new run folder")
-        if ck["done"] and (ck["early_stopped"] or ck["step"] >= cfg.train.steps):
-            log.info("already finished: %s", run_dir / SUMMARY)
-            return json.loads((run_dir / SUMMARY).read_text())
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
-        step, metrics, elapsed, wandb_id = ck["step"], ck["metrics"], ck["elapsed"], ck["wandb_id"]
+    ck = _restore(ckpt_path, cfg, model, opt, sched)
+    if ck and ck["done"] and (ck["early_stopped"] or ck["step"] >= tc.steps):
+        log.info("already finished: %s", run_dir / SUMMARY)
+        return json.loads((run_dir / SUMMARY).read_text())
+    step, metrics, elapsed, wandb_id = ((ck["step"], ck["metrics"], ck["elapsed"], ck["wandb_id"])
+                                        if ck else (0, [], 0.0, secrets.token_hex(4)))
+    if ck:
         log.info("resuming from step %d (%s)", step, ckpt_path)
     record.write_config(cfg)
-    record.rewrite_metrics(metrics)
+    record.rewrite_metrics(metrics)  # drops rows logged after the checkpoint by a killed run
     wandb_run = WandbRun(cfg, run_dir, wandb_id)
+    early_stopped = False
 
     def save_checkpoint(done=False):
-        state = {"done": done, "early_stopped": early_stopped, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                 "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "step": step,
-                 "metrics": metrics, "elapsed": elapsed + time.perf_counter() - t0,
-                 "wandb_id": wandb_id, "fingerprint": _fingerprint(cfg)}
+        state = {"done": done, "early_stopped": early_stopped, "model": model.state_dict(),
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "rng": torch.get_rng_state(), "step": step, "metrics": metrics,
+                 "elapsed": elapsed + time.perf_counter() - t0, "wandb_id": wandb_id,
+                 "fingerprint": _fingerprint(cfg)}
         atomic_write(ckpt_path, lambda f: torch.save(state, f))
 
-    tc = cfg.train
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s mod %d, frac %.3g (%d train / %d test), seed %d, %s model (%d params), %s",
-             op.pretty, cfg.p, cfg.frac, len(y_tr), len(y_te), cfg.seed, cfg.model.name,
+             op.pretty, cfg.p, cfg.frac, len(y_tr), len(data.test_idx), cfg.seed, cfg.model.name,
              n_params, cfg.optimizer.name)
     tty = sys.stderr.isatty()
     bar = tqdm(total=tc.steps, initial=step, disable=not tty, dynamic_ncols=True, leave=False)
     t0, start_step = time.perf_counter(), step
-    early_stopped = False
     with deferred_signals() as (pending, release):
         while True:
             if pending:  # preempted: save the exact state, then let the scheduler's handler act
                 save_checkpoint()
                 release()
                 pending.clear()
-            evaluate = (step % tc.eval_every == 0 or step == tc.steps) and not (
-                metrics and metrics[-1]["step"] == step)  # a finished run resumed with a longer budget
-            if step == tc.steps and not evaluate:
+            # (the second condition: a finished run resumed with a longer budget)
+            is_eval = (step % tc.eval_every == 0 or step == tc.steps) and not (
+                metrics and metrics[-1]["step"] == step)
+            if step == tc.steps and not is_eval:
                 break
             logits = model(x_tr)
             loss = loss_fn(logits, y_tr)
-            if evaluate:
-                with torch.no_grad():
-                    test_logits = model(x_te)
-                    row = {"step": step, "train_loss": loss.item(), "train_acc": accuracy(logits, y_tr),
-                           "test_loss": loss_fn(test_logits, y_te).item(),
-                           "test_acc": accuracy(test_logits, y_te),
-                           "lr": sched.get_last_lr()[0],
-                           "weight_sq_total": sum(p.pow(2).sum() for p in model.parameters()).item()}
+            if is_eval:
+                row = evaluate(model, step, logits, loss, y_tr, sched.get_last_lr()[0],
+                               len(metrics), last=step == tc.steps)
                 metrics.append(row)
                 record.append_metrics(row)
                 wandb_run.log(row, step=step)
                 bar.set_postfix(train=f"{row['train_acc']:.3f}", test=f"{row['test_acc']:.3f}",
                                 loss=f"{row['train_loss']:.2e}", refresh=False)
                 if not tty and (len(metrics) % 10 == 1 or step == tc.steps):
-                    log.info("step %6d  train %.3f  test %.3f  train loss %.3e  test loss %.3e", step,
-                             row["train_acc"], row["test_acc"], row["train_loss"], row["test_loss"])
-                if tc.early_stop_after is not None and settled(metrics, cfg.grok.threshold,
-                                                                tc.early_stop_after):
+                    log.info("step %6d  train %.3f  test %.3f  train loss %.3e  test loss %.3e",
+                             step, row["train_acc"], row["test_acc"], row["train_loss"],
+                             row["test_loss"])
+                if tc.early_stop_after is not None and settled(
+                        metrics, cfg.grok.threshold, tc.early_stop_after):
                     early_stopped = True
                     break
             if step == tc.steps:
@@ -202,6 +236,11 @@ def run(cfg: DictConfig, run_dir) -> dict:
             if step % tc.checkpoint_every == 0:
                 save_checkpoint()
     bar.close()
+    if early_stopped and cfg.measures.full_every and "key_freqs" not in metrics[-1]:
+        # the full measures at the last point, as a run that ends on its budget has them
+        metrics[-1] = evaluate(model, step, logits, loss, y_tr, metrics[-1]["lr"], 0, last=True)
+        record.rewrite_metrics(metrics)
+        wandb_run.log({k: v for k, v in metrics[-1].items() if k != "step"}, step=step)
     wall = elapsed + time.perf_counter() - t0
     summary = {
         "status": "complete",
@@ -213,14 +252,13 @@ def run(cfg: DictConfig, run_dir) -> dict:
         "steps_per_s": (step - start_step) / max(time.perf_counter() - t0, 1e-9),
         "op": op.canonical, "op_pretty": op.pretty, "task": cfg.task.name, "p": cfg.p,
         "frac": cfg.frac, "seed": cfg.seed, "model": cfg.model.name,
-        "optimizer": cfg.optimizer.name, "n_train": len(y_tr), "n_test": len(y_te),
+        "optimizer": cfg.optimizer.name, "n_train": len(y_tr), "n_test": len(data.test_idx),
         "n_params": n_params, "resumed_from": start_step or None, "sweep_id": str(cfg.sweep_id),
     }
     record.write_summary(summary)
     save_checkpoint(done=True)  # final weights; also makes re-running a finished job a no-op
     wandb_run.finish(summary)
-    msg = f"{summary['verdict']}: memorised at {summary['memorisation_step']}, " \
-          f"grok step {summary['grok_step']}, best test acc {summary['best_test_acc']:.3f}"
-    log.info("%s (%.1f s, %.0f steps/s)", msg, wall, summary["steps_per_s"])
+    log.info("%s: memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
+             summary["verdict"], summary["memorisation_step"], summary["grok_step"],
+             summary["best_test_acc"], wall, summary["steps_per_s"])
     return summary
-

@@ -24,10 +24,17 @@ def weights(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
 
 
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The README's main job: the default config, trained to its verdict."""
+    run_dir = tmp_path_factory.mktemp("default")
+    summary = run(compose_cfg(["logger=none"]), run_dir)
+    return run_dir, summary, pd.read_json(run_dir / "metrics.jsonl", lines=True, precise_float=True)
+
+
 @pytest.mark.slow
-def test_default_config_groks_with_a_real_delay(tmp_path):
-    summary = run(compose_cfg(["logger=none"]), tmp_path)
-    m = pd.read_json(tmp_path / "metrics.jsonl", lines=True, precise_float=True)
+def test_default_config_groks_with_a_real_delay(default_run):
+    run_dir, summary, m = default_run
     memorised_not_general = m[(m.train_acc >= 0.99) & (m.test_acc < 0.5)]
     assert len(memorised_not_general), "no point with train acc >= 0.99 and test acc < 0.5"
     first = memorised_not_general.step.min()
@@ -35,7 +42,37 @@ def test_default_config_groks_with_a_real_delay(tmp_path):
     assert summary["verdict"] == "grokked"
     assert summary["memorisation_step"] <= first < summary["grok_step"]
     assert m.set_index("step").test_acc[summary["grok_step"]] >= 0.99
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+
+
+@pytest.mark.slow
+def test_progress_measures_move_as_published_across_grokking(default_run):
+    """Nanda et al. 2023 / seed 002 for x+y: hidden progress shows before the test loss moves."""
+    _, summary, m = default_run
+    full = m[m.key_freqs.notna()].set_index("step")
+    grok = summary["grok_step"]
+    before = full[full.index < grok]
+    assert len(before) >= 3 and len(full[full.index >= grok]) >= 1
+    # excluded loss climbs far above the train loss while test accuracy is still below 0.99
+    lifted = before[before.excluded_loss > 100 * before.train_loss]
+    assert len(lifted) and (m.set_index("step").test_acc[lifted.index] < 0.99).all()
+    assert before.excluded_loss.dropna().iloc[-1] > before.excluded_loss.dropna().iloc[0]
+    # restricted loss (key frequencies only) falls to near the train loss by the end
+    restricted = full.restricted_loss.dropna()
+    assert restricted.iloc[-1] < 0.01 * restricted.iloc[0]
+    # the embedding gets sparse in the Fourier basis: Gini up, FFS down
+    assert m.gini_embed.iloc[-1] > 2 * m.gini_embed.iloc[0]
+    assert m.ffs_embed.iloc[-1] < 0.5 * m.ffs_embed.iloc[0]
+    assert full.n_key_freqs.iloc[-1] >= 1 and m.weight_sq_total.iloc[-1] < m.weight_sq_total.max()
+    # the full set at the last point; the cheap set at every eval
+    assert m.key_freqs.notna().iloc[-1] and m.gini_embed.notna().all()
+
+
+def test_op_specific_measures_are_absent_not_zero_for_other_ops(tmp_path):
+    run(compose_cfg(["logger=none", *TINY, "task=mul", "measures=dense"]), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert all("key_freqs" in r and "fcr_embed" in r for r in rows)
+    assert not any("excluded_loss" in r or "restricted_loss" in r for r in rows)
 
 
 def test_same_config_and_seed_same_run_bit_for_bit(tmp_path):
