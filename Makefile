@@ -19,8 +19,9 @@ test: ## Run the whole test suite (what CI runs)
 test-fast: ## Run the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
 
-bench: ## Reference-config step time: token-table model vs every-position model
+bench: ## Reference config: token-table vs every-position step time; cost of the measures
 	$(PY) bench/step_time.py
+	$(PY) bench/measures_cost.py
 
 grid-table: ## Grok/no-grok table of the latest sweep, or of SWEEP="dir [dir...]"
 	$(PY) -m analysis grid $(SWEEP)

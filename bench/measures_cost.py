@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Cost of the default progress measures as a fraction of training time, at the reference config.
+
+    python bench/measures_cost.py [--reps N] [--key-freqs K] [overrides...]
+
+Times, in one process and interleaved: the training step (as grok.train runs it), the cheap
+measures (weights only), and the full measures (a forward pass over all p*p inputs, key
+frequencies, Fourier norms, restricted and excluded loss). A freshly initialised model has no key
+frequencies, so the full set is timed with `--key-freqs` of them forced in (an upper bound for a
+grokked model, which typically has 3-7). The fraction is the measures' time per training step under
+the `measures` config (cheap every `every` evals, full every `full_every` evals, eval every
+`train.eval_every` steps) over the step time. Prints figures; never fails on them.
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from grok import measures  # noqa: E402
+from grok.config import validate  # noqa: E402
+from grok.data import full_grid, make_dataset, vocab_size  # noqa: E402
+from grok.model import build_model  # noqa: E402
+from grok.train import loss_fn, make_optimizer  # noqa: E402
+
+
+def timed(fn, reps):
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--key-freqs", type=int, default=5)
+    ap.add_argument("overrides", nargs="*", default=["experiment=nanda"])
+    args = ap.parse_args()
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=args.overrides)
+    op = validate(cfg)
+    torch.set_flush_denormal(True)
+    data = make_dataset(op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)
+    x, y = data.train
+    grid = full_grid(op, cfg.p, cfg.model.layout, data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, vocab_size(cfg.model.layout, cfg.p), cfg.p)
+    opt, sched = make_optimizer(cfg.optimizer, model)
+    keys = list(range(1, args.key_freqs + 1))
+    direction = measures.op_direction(op)
+
+    def step():
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+
+    def cheap():
+        measures.compute(model, cfg.p, None, None, None, op, full=False)
+
+    def full():
+        measures.compute(model, cfg.p, *grid, op, full=True)
+        if direction is not None:  # what a grokked model adds: the two op-specific losses
+            with torch.no_grad():
+                logits = model(grid[0])
+            measures.restricted_loss(logits, grid[1], keys, direction)
+            measures.excluded_loss(logits, grid[1], grid[2], keys, direction)
+
+    for fn in (step, cheap, full):
+        fn()  # warm up
+    t_step, t_cheap, t_full = [], [], []
+    for _ in range(args.reps):
+        t_step += timed(step, 10)
+        t_cheap += timed(cheap, 5)
+        t_full += timed(full, 1)
+    ms = {k: 1e3 * statistics.median(v) for k, v in
+          (("step", t_step), ("cheap", t_cheap), ("full", t_full))}
+    m, ev = cfg.measures, cfg.train.eval_every
+    per_step = (ms["cheap"] / (ev * m.every) if m.every else 0) + \
+               (ms["full"] / (ev * m.full_every) if m.full_every else 0)
+    print(f"config: {' '.join(args.overrides)} (p={cfg.p}, {len(y)} train pairs, "
+          f"d_model {cfg.model.d_model}), {torch.get_num_threads()} threads")
+    print(f"training step          {ms['step']:8.2f} ms (median of {len(t_step)})")
+    print(f"cheap measures         {ms['cheap']:8.2f} ms, every {m.every} eval(s) of {ev} steps")
+    print(f"full measures          {ms['full']:8.2f} ms, every {m.full_every} evals "
+          f"({args.key_freqs} key freqs forced)")
+    print(f"measures cost: {per_step:.3f} ms per step = {100 * per_step / ms['step']:.2f}% "
+          f"of training time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""The sweep on a real SLURM through `hydra/launcher=slurm`: records, preemption, time limits, failures.
+
+Needs a SLURM that answers (`sudo scripts/slurm-local.sh up` brings up a single-node one on this
+machine, accounting included: without it submitit cannot see a job's state); skipped otherwise.
+No fakes: sbatch, scancel, sacct and the job's own python, as on a cluster. About two minutes.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY, compose_cfg, launch
+
+
+def _cluster_problem() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo) here: run `sudo scripts/slurm-local.sh up`"
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer in 15 s"
+    states = r.stdout.split()
+    if r.returncode or not any(s.rstrip("*~#!%$@^-") in ("idle", "mixed", "allocated", "completing")
+                               for s in states):
+        return f"no SLURM node up (sinfo: {(r.stdout + r.stderr).strip()[:200]!r})"
+    return None
+
+
+_PROBLEM = _cluster_problem()
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.skipif(_PROBLEM is not None, reason=f"SLURM: {_PROBLEM}")]
+
+# Small jobs for a small node: one CPU each, one torch thread (also in the local reference runs,
+# so results compare bit for bit), 1 GB.
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+         "train.threads=1", "logger=none"]
+LONG = [*TINY, "train.checkpoint_every=100", "train.eval_every=100"]
+
+
+@pytest.fixture(autouse=True)
+def _same_code_on_the_node(monkeypatch):
+    """The job runs `python -m submitit.core._submit` in the submitting folder (here a tmp dir):
+    make it import this checkout's grok, as launch.py does (sbatch passes the environment on)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
+
+
+def assert_same_run(reference, run_dir):
+    volatile = {"wall_time_s", "steps_per_s", "resumed_from", "sweep_id"}
+    a = json.loads((reference / "summary.json").read_text())
+    b = json.loads((run_dir / "summary.json").read_text())
+    assert {k: v for k, v in a.items() if k not in volatile} == \
+        {k: v for k, v in b.items() if k not in volatile}
+    assert read_metrics(reference) == read_metrics(run_dir)
+    wa, wb = weights(reference), weights(run_dir)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def start_reference(args, out):
+    """The uninterrupted local run of the same config, in the background."""
+    return subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={out}"],
+                            cwd=out.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def start_sweep(args, tmp_path):
+    """launch.py -m on SLURM in the background; returns (process, sweep dir)."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "-m", *args,
+                             f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return proc, sweep
+
+
+def job_id(sweep, timeout=60):
+    """The SLURM id of job 0 of the sweep (array task `<array id>_0`), from the submitit folder."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [p.name for p in (sweep / ".submitit").glob("*_0") if p.is_dir()]
+        if found:
+            return found[0]
+        time.sleep(0.1)
+    raise AssertionError(f"no job folder under {sweep}/.submitit after {timeout} s")
+
+
+def wait_for(path, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.05)
+
+
+def attempts(jid):
+    """sacct's record of every start of the job: one row per run, REQUEUED for each requeue."""
+    r = subprocess.run(["sacct", "-j", jid, "--duplicates", "-X", "-n", "-P", "-o", "JobID,State"],
+                       capture_output=True, text=True, timeout=30)
+    return [line.split("|")[1] for line in r.stdout.splitlines() if line.strip()]
+
+
+def finish(proc, timeout):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"launch.py still running after {timeout} s:\n{err[-3000:]}") from None
+    return proc.returncode, out, err
+
+
+def test_launcher_configs_compose_and_need_nothing_in_the_primary_config():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        for name, target in [("slurm", "SlurmLauncher"), ("local", "LocalLauncher"),
+                             ("joblib", "JoblibLauncher")]:
+            cfg = compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
+            assert cfg.hydra.launcher._target_.endswith(target)
+        slurm = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+        assert slurm.hydra.launcher.max_num_timeout >= 1  # a USR2 with timeout_min < 10 is a timeout
+    assert compose_cfg(["hydra/launcher=slurm"]) == compose_cfg()
+    r = launch(["-m", "hydra/launcher=slurm", "task=poly", "op=x+y,x-y", "frac=0.5,0.7",
+                "--dry-run"], cwd=ROOT, timeout=60)
+    assert r.returncode == 0 and "4 job(s)" in r.stdout, r.stderr
+
+
+def test_sweep_on_slurm_leaves_complete_records_that_collate(tmp_path):
+    t0 = time.time()
+    proc, sweep = start_sweep([*SLURM, "task=poly", "op=x+y,x-y", "frac=0.5,0.7", *TINY], tmp_path)
+    rc, _, err = finish(proc, 300)
+    assert rc == 0, err[-3000:]
+    assert "4 of 4 jobs complete" in err
+    runs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
+    assert [p.name for p in runs] == ["0", "1", "2", "3"]
+    seen = set()
+    for run in runs:
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["steps"] == 60
+        assert [m["step"] for m in read_metrics(run)] == list(range(0, 61, 10))
+        assert f"frac: {summary['frac']}" in (run / "config.yaml").read_text()
+        assert (run / "launch.log").stat().st_size > 0
+        seen.add((summary["op"], summary["frac"]))
+    assert seen == {("x+y", .5), ("x+y", .7), ("x-y", .5), ("x-y", .7)}
+    jid = job_id(sweep).split("_")[0]
+    assert len(list((sweep / ".submitit").glob(f"{jid}_*/{jid}_*_0_log.out"))) == 4
+
+    from analysis.collate import load_runs
+
+    table, problems = load_runs(sweep)
+    assert len(table) == 4 and problems == []
+    r = subprocess.run([sys.executable, "-m", "analysis", "grid", str(sweep), "--out",
+                        str(tmp_path / "analysis")], capture_output=True, text=True, timeout=120,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "4 runs" in r.stdout and "skipped" not in r.stderr
+    print(f"4-job sweep on SLURM: {time.time() - t0:.1f} s")
+
+
+def test_preempted_job_is_requeued_and_ends_bit_identical(tmp_path):
+    """`scancel --signal=USR2` is what SLURM sends before preemption: the run checkpoints its exact
+    step, submitit requeues the job, the job resumes from the checkpoint."""
+    t0 = time.time()
+    args = [*SLURM, *LONG, "train.steps=3000"]
+    reference = start_reference([a for a in args if not a.startswith("hydra")], tmp_path / "reference")
+    proc, sweep = start_sweep(args, tmp_path)
+    jid = job_id(sweep)
+    wait_for(sweep / "0" / "checkpoint.pt")
+    subprocess.run(["scancel", "--signal=USR2", jid], check=True, timeout=30)
+    rc, _, err = finish(proc, 300)
+    assert rc == 0, err[-3000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
+    run_dir = sweep / "0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < (summary["resumed_from"] or 0) < 3000, "the job was not interrupted"
+    log = (sweep / ".submitit" / jid / f"{jid}_0_log.err").read_text()
+    assert "this job is preempted" in log and re.search(r"[Rr]equeu", log), log[-3000:]
+    assert "REQUEUED" in attempts(jid) and attempts(jid)[-1] == "COMPLETED", attempts(jid)
+    assert_same_run(tmp_path / "reference", run_dir)
+    print(f"preempted at step {summary['resumed_from']}, requeued, resumed: {time.time() - t0:.1f} s")
+
+
+def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
+    """timeout_min=1: SLURM sends USR2 (--signal=USR2@signal_delay_s) before the limit, at its
+    next 30 s time-limit pass; each requeued attempt gets about 15 s. The run is sized from this
+    machine's speed to need about 35 s of training, so it is cut at least once, whatever the CPU."""
+    t0 = time.time()
+    calib = launch([*LONG, "logger=none", "train.threads=1", "train.steps=2000",
+                    f"hydra.run.dir={tmp_path / 'calib'}"], cwd=tmp_path, timeout=120)
+    assert calib.returncode == 0, calib.stderr
+    speed = json.loads((tmp_path / "calib" / "summary.json").read_text())["steps_per_s"]
+    steps = int(speed * 35) // 100 * 100
+    args = [*SLURM, *LONG, f"train.steps={steps}", "hydra.launcher.timeout_min=1",
+            "hydra.launcher.signal_delay_s=25", "hydra.launcher.max_num_timeout=6"]
+    reference = start_reference([a for a in args if not a.startswith("hydra")], tmp_path / "reference")
+    proc, sweep = start_sweep(args, tmp_path)
+    jid = job_id(sweep)
+    rc, _, err = finish(proc, 420)
+    assert rc == 0, err[-3000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
+    run_dir = sweep / "0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == steps and (summary["resumed_from"] or 0) > 0
+    log = (sweep / ".submitit" / jid / f"{jid}_0_log.err").read_text()
+    timeouts = log.count("this job is timed-out")
+    assert timeouts >= 1, log[-3000:]
+    assert attempts(jid).count("REQUEUED") >= 1 and attempts(jid)[-1] == "COMPLETED", attempts(jid)
+    assert_same_run(tmp_path / "reference", run_dir)
+    print(f"{steps} steps at {speed:.0f} steps/s, {timeouts} time-out(s), requeued, resumed: "
+          f"{time.time() - t0:.1f} s")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_failing_job_on_slurm_does_not_stop_the_sweep_and_is_reported(tmp_path):
+    proc, sweep = start_sweep([*SLURM, "train.device=cuda,cpu", *TINY, "train.steps=20"], tmp_path)
+    rc, _, err = finish(proc, 300)
+    assert rc != 0
+    failed = json.loads((sweep / "0" / "summary.json").read_text())
+    assert failed["status"] == "failed" and "CUDA" in failed["error"]
+    assert "Traceback" in (sweep / "0" / "launch.log").read_text()
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "complete"
+    assert "1 of 2 jobs complete" in err
+    assert f"failed     {failed['error']} (log: {sweep}/0/launch.log)" in err
