@@ -78,6 +78,21 @@ def start_reference(args, out):
                             text=True)
 
 
+_started: list = []  # (process, sweep dir) of this test, stopped and scancelled at its end
+
+
+@pytest.fixture(autouse=True)
+def _cleanup():
+    yield
+    while _started:
+        proc, sweep = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+        ids = [p.name for p in (sweep / ".submitit").glob("*") if re.fullmatch(r"\d+(_\d+)?", p.name)]
+        if ids:
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+
+
 def start_sweep(args, tmp_path):
     """launch.py -m on SLURM in the background; returns (process, sweep dir)."""
     sweep = tmp_path / "sweep"
@@ -85,18 +100,26 @@ def start_sweep(args, tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), "-m", *args,
                              f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _started.append((proc, sweep))
     return proc, sweep
 
 
 def job_id(sweep, timeout=60):
-    """The SLURM id of job 0 of the sweep (array task `<array id>_0`), from the submitit folder."""
+    """The SLURM id of job 0 of the sweep, from its submitit folder: `<id>` for a one-job sweep
+    (submitted alone), `<array id>_0` for a bigger one."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        found = [p.name for p in (sweep / ".submitit").glob("*_0") if p.is_dir()]
+        found = [p.name for p in (sweep / ".submitit").glob("*")
+                 if re.fullmatch(r"\d+(_0)?", p.name) and p.is_dir()]
         if found:
             return found[0]
         time.sleep(0.1)
     raise AssertionError(f"no job folder under {sweep}/.submitit after {timeout} s")
+
+
+def job_log(sweep, jid):
+    """The job's stderr, where submitit logs signals and requeues (appended to on every start)."""
+    return (sweep / ".submitit" / jid / f"{jid}_0_log.err").read_text()
 
 
 def wait_for(path, timeout=120):
@@ -106,11 +129,19 @@ def wait_for(path, timeout=120):
         time.sleep(0.05)
 
 
-def attempts(jid):
-    """sacct's record of every start of the job: one row per run, REQUEUED for each requeue."""
-    r = subprocess.run(["sacct", "-j", jid, "--duplicates", "-X", "-n", "-P", "-o", "JobID,State"],
-                       capture_output=True, text=True, timeout=30)
-    return [line.split("|")[1] for line in r.stdout.splitlines() if line.strip()]
+def attempts(jid, timeout=30):
+    """sacct's record of every start of the job, once it has ended: one state per start,
+    REQUEUED for each requeue. (The launch returns when the result is written, a moment before
+    SLURM marks the job COMPLETED.)"""
+    deadline = time.time() + timeout
+    while True:
+        r = subprocess.run(["sacct", "-j", jid, "--duplicates", "-X", "-n", "-P", "-o", "State"],
+                           capture_output=True, text=True, timeout=30)
+        states = r.stdout.split()
+        if states and states[-1] not in ("RUNNING", "PENDING", "COMPLETING", "REQUEUED") \
+                or time.time() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def finish(proc, timeout):
@@ -189,9 +220,10 @@ def test_preempted_job_is_requeued_and_ends_bit_identical(tmp_path):
     run_dir = sweep / "0"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < (summary["resumed_from"] or 0) < 3000, "the job was not interrupted"
-    log = (sweep / ".submitit" / jid / f"{jid}_0_log.err").read_text()
-    assert "this job is preempted" in log and re.search(r"[Rr]equeu", log), log[-3000:]
-    assert "REQUEUED" in attempts(jid) and attempts(jid)[-1] == "COMPLETED", attempts(jid)
+    log = job_log(sweep, jid)
+    assert "this job is preempted" in log and re.search("requeue", log, re.I), log[-3000:]
+    states = attempts(jid)
+    assert states[:-1] == ["REQUEUED"] and states[-1] == "COMPLETED", states
     assert_same_run(tmp_path / "reference", run_dir)
     print(f"preempted at step {summary['resumed_from']}, requeued, resumed: {time.time() - t0:.1f} s")
 
@@ -217,10 +249,11 @@ def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
     run_dir = sweep / "0"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == steps and (summary["resumed_from"] or 0) > 0
-    log = (sweep / ".submitit" / jid / f"{jid}_0_log.err").read_text()
+    log = job_log(sweep, jid)
     timeouts = log.count("this job is timed-out")
     assert timeouts >= 1, log[-3000:]
-    assert attempts(jid).count("REQUEUED") >= 1 and attempts(jid)[-1] == "COMPLETED", attempts(jid)
+    states = attempts(jid)
+    assert states[:-1] == ["REQUEUED"] * timeouts and states[-1] == "COMPLETED", states
     assert_same_run(tmp_path / "reference", run_dir)
     print(f"{steps} steps at {speed:.0f} steps/s, {timeouts} time-out(s), requeued, resumed: "
           f"{time.time() - t0:.1f} s")

@@ -170,3 +170,16 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, straight, sig):
     assert read_metrics(straight) == read_metrics(run_dir)
     wa, wb = weights(straight), weights(run_dir)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_multiplication_keeps_ffs_high_while_fcr_falls(tmp_path):
+    """Seed 002, section 7: for x*y (Furuta model) FFS stays at 1 while FCR falls as it groks:
+    dense, cosine-biased Fourier components, unlike addition's sparse ones."""
+    summary = run(compose_cfg(["logger=none", "task=mul", "model=furuta", "frac=0.5",
+                               "train.steps=2000", "train.early_stop_after=null"]), tmp_path)
+    m = pd.read_json(tmp_path / "metrics.jsonl", lines=True, precise_float=True)
+    assert summary["verdict"] == "grokked"
+    assert (m.ffs_embed >= 0.9).all() and (m.ffs_wl >= 0.9).all()
+    assert m.fcr_wl.iloc[-1] < m.fcr_wl.iloc[0] - 0.1
+    assert m.fcr_embed.iloc[-1] < m.fcr_embed.iloc[0] - 0.1
