@@ -261,8 +261,10 @@ def compute(model, p: int, grid_tokens, grid_labels, train_mask, op, eta: float 
 
     Always (weights only, ~2 ms): weight_sq_total, weight_sq/<param>, gini_/ffs_/fcr_ of embed
     (W_E[:p]) and wl (W_L). With full=True (one forward pass over the p*p grid): key_freqs,
-    n_key_freqs, key_freq_neuron_frac, fourier_norms_embed, fourier_norms_wl, and restricted_loss
-    and excluded_loss when the op is linear and there is a key frequency (else the keys are absent).
+    n_key_freqs, key_freq_neuron_frac, neuron_freq and neuron_freq_var_frac (each neuron's
+    frequency and the share of its variance that frequency explains), fourier_norms_embed,
+    fourier_norms_wl, and restricted_loss and excluded_loss when the op is linear and there is a
+    key frequency (else the keys are absent).
     grid_tokens (p*p, 3) x-major for every pair; grid_labels -1 where the op has no answer.
     """
     out = weight_sq(model)
@@ -279,9 +281,10 @@ def compute(model, p: int, grid_tokens, grid_labels, train_mask, op, eta: float 
     cache = {}
     with torch.no_grad():
         logits = model(grid_tokens, cache=cache)
-    key, _, frac = key_frequencies(cache["mlp_post"], p)
+    key, freq, frac = key_frequencies(cache["mlp_post"], p)
     out.update(key_freqs=key, n_key_freqs=len(key),
                key_freq_neuron_frac=(frac > KEY_FREQ_THRESHOLD).double().mean().item(),
+               neuron_freq=freq.tolist(), neuron_freq_var_frac=frac.tolist(),
                fourier_norms_embed=norms["embed"].tolist(), fourier_norms_wl=norms["wl"].tolist())
     direction = op_direction(op)
     if direction is not None and key:

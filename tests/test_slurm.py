@@ -154,6 +154,7 @@ def finish(proc, timeout):
     return proc.returncode, out, err
 
 
+@pytest.mark.filterwarnings("ignore:.*validated against ConfigStore schema")  # joblib.yaml: harmless
 def test_launcher_configs_compose_and_need_nothing_in_the_primary_config():
     from hydra import compose, initialize_config_dir
 
