@@ -271,8 +271,8 @@ def test_repeated_or_aliased_key_frequencies_do_not_break_the_basis():
 # -- compute on a real model ---------------------------------------------------------------------
 
 CHEAP = {"weight_sq_total", "gini_embed", "gini_wl", "ffs_embed", "ffs_wl", "fcr_embed", "fcr_wl"}
-FULL = {"neuron_freq", "neuron_freq_var_frac", "key_freqs", "n_key_freqs", "key_freq_neuron_frac", "fourier_norms_embed",
-        "fourier_norms_wl"}
+FULL = {"key_freqs", "n_key_freqs", "key_freq_neuron_frac", "neuron_freq", "neuron_freq_var_frac",
+        "fourier_norms_embed", "fourier_norms_wl"}
 LOSSES = {"restricted_loss", "excluded_loss"}
 
 
