@@ -6,6 +6,7 @@ costs one line on stderr and exit status 2, and leaves nothing half-written on d
 """
 
 import logging
+import os
 import re
 import sys
 from datetime import datetime
@@ -34,13 +35,15 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
 
     args, _ = get_args_parser().parse_known_args(argv)
     parser = OverridesParser.create()
-    parsed = [o for o in parser.parse_overrides(args.overrides) if not _is_hydra_override(o)]
-    if not args.multirun:
-        return [[o.input_line for o in parsed]], False
+    everything = parser.parse_overrides(args.overrides)
+    parsed = [o for o in everything if not _is_hydra_override(o)]
+    # The first job with the hydra overrides too: a bad launcher name fails here, up front.
     first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
-             if o.is_sweep_override() else o.input_line for o in parsed]
+             if o.is_sweep_override() else o.input_line for o in everything]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         hydra_cfg = compose("config", overrides=first, return_hydra_config=True).hydra
+    if not args.multirun:
+        return [[o.input_line for o in parsed]], False
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
     parsed = parser.parse_overrides(params + [o.input_line for o in parsed])
     return BasicSweeper.split_arguments(parsed, None)[0], True
@@ -49,7 +52,7 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
 def _one_line(e: Exception) -> str:
     from hydra.errors import MissingConfigException
 
-    m = re.search(r"Could not find '([^/']+)/([^']+)'", str(e))
+    m = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
     if isinstance(e, MissingConfigException) and m and e.options:
         return f"unknown {m[1]} '{m[2]}' (available: {', '.join(sorted(e.options))})"
     return " ".join(str(e).split())
@@ -139,6 +142,10 @@ def cli() -> None:
         at = next((i for i, a in enumerate(sys.argv) if i and "=" in a and not a.startswith("-")),
                   len(sys.argv))
         sys.argv.insert(at, f"sweep_id={datetime.now():%Y-%m-%d_%H-%M-%S-%f}")
+    # Jobs (SLURM, submitit, joblib workers) import grok from this checkout, not from whatever
+    # an install elsewhere put on their path: the same code as the launcher that checked them.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
     from grok.tracking import SweepReport
 
     try:

@@ -212,7 +212,8 @@ stop_all() {  # stop_all PIDFILE...: TERM them all, wait up to 15 s, KILL what i
 down() {
   [[ -d $DIR ]] || { say "nothing to stop ($DIR absent)"; return 0; }
   if alive "$DIR/run/slurmctld.pid" && [[ -n $(squeue -h -o %A 2>/dev/null) ]]; then
-    scancel --full $(squeue -h -o %A) 2>/dev/null || true
+    # shellcheck disable=SC2046  # one argument per job id
+    scancel $(squeue -h -o %A) 2>/dev/null || true
     local i
     for ((i = 0; i < 150; i++)); do [[ -z $(squeue -h -o %A 2>/dev/null) ]] && break; sleep 0.1; done
   fi

@@ -34,8 +34,8 @@ def _cluster_problem() -> str | None:
 
 
 _PROBLEM = _cluster_problem()
-pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              pytest.mark.skipif(_PROBLEM is not None, reason=f"SLURM: {_PROBLEM}")]
+pytestmark = pytest.mark.slurm
+cluster = pytest.mark.skipif(_PROBLEM is not None, reason=f"SLURM: {_PROBLEM}")
 
 # Small jobs for a small node: one CPU each, one torch thread (also in the local reference runs,
 # so results compare bit for bit), 1 GB.
@@ -154,7 +154,6 @@ def finish(proc, timeout):
     return proc.returncode, out, err
 
 
-@pytest.mark.filterwarnings("ignore:.*validated against ConfigStore schema")  # joblib.yaml: harmless
 def test_launcher_configs_compose_and_need_nothing_in_the_primary_config():
     from hydra import compose, initialize_config_dir
 
@@ -162,9 +161,11 @@ def test_launcher_configs_compose_and_need_nothing_in_the_primary_config():
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         for name, target in [("slurm", "SlurmLauncher"), ("local", "LocalLauncher"),
-                             ("joblib", "JoblibLauncher")]:
+                             ("pool", "JoblibLauncher")]:
             cfg = compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
             assert cfg.hydra.launcher._target_.endswith(target)
+            if name == "pool":
+                assert cfg.hydra.launcher.n_jobs == 2
         slurm = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
         assert slurm.hydra.launcher.max_num_timeout >= 1  # a USR2 with timeout_min < 10 is a timeout
     assert compose_cfg(["hydra/launcher=slurm"]) == compose_cfg()
@@ -173,6 +174,8 @@ def test_launcher_configs_compose_and_need_nothing_in_the_primary_config():
     assert r.returncode == 0 and "4 job(s)" in r.stdout, r.stderr
 
 
+@cluster
+@pytest.mark.slow
 def test_sweep_on_slurm_leaves_complete_records_that_collate(tmp_path):
     t0 = time.time()
     proc, sweep = start_sweep([*SLURM, "task=poly", "op=x+y,x-y", "frac=0.5,0.7", *TINY], tmp_path)
@@ -205,6 +208,8 @@ def test_sweep_on_slurm_leaves_complete_records_that_collate(tmp_path):
     print(f"4-job sweep on SLURM: {time.time() - t0:.1f} s")
 
 
+@cluster
+@pytest.mark.slow
 def test_preempted_job_is_requeued_and_ends_bit_identical(tmp_path):
     """`scancel --signal=USR2` is what SLURM sends before preemption: the run checkpoints its exact
     step, submitit requeues the job, the job resumes from the checkpoint."""
@@ -229,6 +234,8 @@ def test_preempted_job_is_requeued_and_ends_bit_identical(tmp_path):
     print(f"preempted at step {summary['resumed_from']}, requeued, resumed: {time.time() - t0:.1f} s")
 
 
+@cluster
+@pytest.mark.slow
 def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
     """timeout_min=1: SLURM sends USR2 (--signal=USR2@signal_delay_s) before the limit, at its
     next 30 s time-limit pass; each requeued attempt gets about 15 s. The run is sized from this
@@ -260,6 +267,8 @@ def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
           f"{time.time() - t0:.1f} s")
 
 
+@cluster
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_failing_job_on_slurm_does_not_stop_the_sweep_and_is_reported(tmp_path):
     proc, sweep = start_sweep([*SLURM, "train.device=cuda,cpu", *TINY, "train.steps=20"], tmp_path)
