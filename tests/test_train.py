@@ -187,3 +187,17 @@ def test_multiplication_keeps_ffs_high_while_fcr_falls(tmp_path):
     assert (m.ffs_embed >= 0.9).all() and (m.ffs_wl >= 0.9).all()
     assert m.fcr_wl.iloc[-1] < m.fcr_wl.iloc[0] - 0.1
     assert m.fcr_embed.iloc[-1] < m.fcr_embed.iloc[0] - 0.1
+
+
+def test_a_resumed_run_logs_to_the_same_wandb_run(tmp_path):
+    from grok.wandb_offline import find_run_files, read_run, wait_until_finished
+
+    run(compose_cfg([*TINY, "train.steps=40"]), tmp_path)
+    run(compose_cfg([*TINY, "train.steps=60"]), tmp_path)  # resumes from the finished checkpoint
+    files = find_run_files(tmp_path)
+    for f in files:
+        wait_until_finished(f)
+    runs = [read_run(f) for f in files]
+    assert len({r["run_id"] for r in runs}) == 1
+    steps = sorted(h["_step"] for r in runs for h in r["history"])
+    assert steps == [0, 10, 20, 30, 40, 50, 60]  # the second part continues, nothing logged twice
