@@ -11,8 +11,8 @@ import pandas as pd  # noqa: E402
 
 from grok.tracking import METRICS, SUMMARY  # noqa: E402
 
-MEASURES = ["excluded_loss", "restricted_loss", "gini_embed", "gini_wl", "ffs_embed", "fcr_embed",
-            "weight_sq_total"]
+LOSS_MEASURES = ["excluded_loss", "restricted_loss"]  # beside train/test loss, as Nanda et al. plot them
+MEASURES = ["gini_embed", "gini_wl", "ffs_embed", "ffs_wl", "fcr_embed", "fcr_wl", "weight_sq_total"]
 
 
 def plot_run(run_dir, out_png, size=(15, 4), dpi=100) -> Path:
@@ -26,10 +26,15 @@ def plot_run(run_dir, out_png, size=(15, 4), dpi=100) -> Path:
     for split, style in (("train", "-"), ("test", "--")):
         axes[0].plot(m.step, m[f"{split}_loss"], style, label=f"{split} loss")
         axes[1].plot(m.step, m[f"{split}_acc"], style, label=f"{split} acc")
+    for name in LOSS_MEASURES:  # the full measures are sparser than the evals: mark each point
+        if name in m:
+            col = m.set_index("step")[name].dropna()
+            axes[0].plot(col.index, col.values, "o-", ms=3, label=name.replace("_", " "))
     axes[0].set_yscale("log")
     for name in measures:
-        col = m[name] / m[name].abs().max()  # each measure on its own scale
-        axes[2].plot(m.step, col, label=f"{name} (/{m[name].abs().max():.3g})")
+        col = m.set_index("step")[name].dropna()
+        scale = col.abs().max() or 1.0  # each measure on its own scale
+        axes[2].plot(col.index, col.values / scale, label=f"{name} (/{scale:.3g})")
     if not measures:
         axes[2].text(0.5, 0.5, "no progress measures recorded", ha="center", va="center",
                      transform=axes[2].transAxes)
