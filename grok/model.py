@@ -90,7 +90,8 @@ class Transformer(nn.Module):
         s = scores.reshape(P * V * V, h).index_select(0, idx.reshape(-1)).view(B, n, h)
         attn = s.softmax(dim=1)                                    # causal: last sees all n
         vals = v.reshape(P * V, h * e).index_select(0, (pos * V + tokens).reshape(-1))
-        z = torch.einsum("bnh,bnhe->bhe", attn, vals.view(B, n, h, e))
+        # (an elementwise sum over 3 positions: as a bmm it would be B*h tiny 1x3 products)
+        z = (attn.unsqueeze(-1) * vals.view(B, n, h, e)).sum(dim=1)
         attn_out = z.reshape(B, h * e) @ self.W_O.reshape(h * e, d)
         resid = r_last.index_select(0, t_last) + attn_out
         return resid, attn.transpose(1, 2)                         # attn as (B, h, n) at last query
