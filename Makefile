@@ -2,7 +2,7 @@
 PY ?= python
 SWEEP ?=
 
-.PHONY: help install run test test-fast bench grid-table plots clean
+.PHONY: help install run test test-fast lint bench grid-table plots slurm-up slurm-down clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -18,6 +18,15 @@ test: ## Run the whole test suite (what CI runs)
 
 test-fast: ## Run the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
+
+lint: ## ruff (style, unused names, import order)
+	$(PY) -m ruff check grok analysis launch.py bench tests
+
+slurm-up: ## Start a single-node SLURM here (root; installs Debian packages if missing)
+	scripts/slurm-local.sh up
+
+slurm-down: ## Stop it
+	scripts/slurm-local.sh down
 
 bench: ## Reference config: token-table vs every-position step time; cost of the measures
 	$(PY) bench/step_time.py

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 
 def _int(cfg, key, lo=None):
-    v = cfg[key] if "." not in key else _select(cfg, key)
+    v = _select(cfg, key)
     if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
         need = "an integer" + (f" >= {lo}" if lo is not None else "")
         raise ConfigError(f"{key}={v!r}: must be {need}")

@@ -5,8 +5,8 @@ optimizer and schedule state, RNG state, step, metrics so far), so a run killed 
 restarted in the same folder ends bit-identical (on CPU) to one that never stopped.
 """
 
-import json
 import contextlib
+import json
 import logging
 import secrets
 import signal
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from grok.config import validate
 from grok import measures
+from grok.config import validate
 from grok.data import full_grid, make_dataset, vocab_size
 from grok.model import build_model
 from grok.tracking import CHECKPOINT, SUMMARY, LocalRecord, WandbRun, atomic_write

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from conftest import TINY, launch
 
 from analysis.__main__ import main as analysis_main
 from analysis.collate import from_wandb, latest_sweep, load_runs
 from analysis.plots import heatmap, plot_run
 from analysis.tables import cell, exponent_table, grid, grokked_share, to_markdown
-from conftest import TINY, launch
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import TINY, launch
+
 from grok.wandb_offline import find_run_files, read_run, wait_until_finished
 
 BAD = [

@@ -3,8 +3,8 @@
 import itertools
 
 import pytest
-
 from conftest import CONF, compose_cfg
+
 from grok.config import validate
 from launch import expand_jobs
 
@@ -38,7 +38,8 @@ def test_default_is_the_small_fast_config():
 def test_nanda_reference_preset():
     cfg = compose_cfg(["experiment=nanda"])
     assert (cfg.p, cfg.frac, cfg.op, cfg.model.d_model, cfg.model.d_mlp) == (113, 0.3, "x+y", 128, 512)
-    assert (cfg.optimizer.lr, list(cfg.optimizer.betas), cfg.optimizer.weight_decay) == (1e-3, [0.9, 0.98], 1.0)
+    assert (cfg.optimizer.lr, list(cfg.optimizer.betas), cfg.optimizer.weight_decay) == \
+        (1e-3, [0.9, 0.98], 1.0)
     assert cfg.optimizer.warmup_steps == 10 and cfg.model.pos_embed and cfg.model.mlp_bias
 
 

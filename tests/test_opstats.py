@@ -6,8 +6,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from analysis.opstats import (KIND_ORDER, KL_EPS, exponent_pair, is_factorizable, label_stats,
-                              label_uniformity, op_kind, split_label_stats)
+from analysis.opstats import (
+    KIND_ORDER,
+    KL_EPS,
+    exponent_pair,
+    is_factorizable,
+    label_stats,
+    label_uniformity,
+    op_kind,
+    split_label_stats,
+)
 from grok.ops import parse_op
 
 # Seed 002, Appendix I, Table 5 (SCIENCE.md section 1), written in the op language.

@@ -15,7 +15,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY, compose_cfg, launch
 
 
@@ -155,9 +154,8 @@ def finish(proc, timeout):
 
 
 def test_launcher_configs_compose_and_need_nothing_in_the_primary_config():
-    from hydra import compose, initialize_config_dir
-
     from conftest import CONF
+    from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         for name, target in [("slurm", "SlurmLauncher"), ("local", "LocalLauncher"),

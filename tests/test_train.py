@@ -9,8 +9,8 @@ import time
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, TINY, compose_cfg
+
 from grok.data import make_dataset
 from grok.ops import parse_op
 from grok.train import run

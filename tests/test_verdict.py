@@ -9,7 +9,8 @@ def curve(points):
 
 def test_delayed_generalisation_is_grokked():
     v = verdict(curve([(0, .01, .01), (100, 1, .1), (1000, 1, .4), (2000, 1, .995), (2100, 1, 1)]))
-    assert (v["verdict"], v["memorisation_step"], v["grok_step"], v["grok_delay"]) == (GROKKED, 100, 2000, 1900)
+    assert (v["verdict"], v["memorisation_step"], v["grok_step"], v["grok_delay"]) == \
+        (GROKKED, 100, 2000, 1900)
     assert v["best_test_acc"] == 1 and v["best_test_step"] == 2100
 
 
