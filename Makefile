@@ -35,7 +35,7 @@ bench: ## Reference config: token-table vs every-position step time; cost of the
 grid-table: ## Grok/no-grok table of the latest sweep, or of SWEEP="dir [dir...]"
 	$(PY) -m analysis grid $(SWEEP)
 
-plots: ## Curves of every run of the latest sweep (or SWEEP=...) and the table heatmap, as PNG
+plots: ## PNG curves (losses, accuracies, measures) of every run of the latest sweep or SWEEP=...
 	$(PY) -m analysis plots $(SWEEP)
 
 clean: ## Remove outputs/ (all local run records!)

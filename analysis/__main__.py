@@ -5,6 +5,7 @@
     python -m analysis exponents outputs/sweeps/X
     python -m analysis plots outputs/sweeps/X
     python -m analysis labels x2+y2 --p 97 --frac 0.3
+    python -m analysis grid --wandb me/grok --group 2026-11-21_14-03-51-627762
 """
 
 import argparse
@@ -24,13 +25,19 @@ def _dirs(args) -> list[Path]:
 
 
 def _load(args):
-    dirs = _dirs(args)
-    runs, problems = load_runs(*dirs)
-    for line in problems:
-        print(f"skipped {line}", file=sys.stderr)
+    if getattr(args, "wandb", None):  # synced runs, through the W&B API (needs the network)
+        from analysis.collate import from_wandb
+
+        runs, dirs = from_wandb(args.wandb, group=args.group), [f"wandb:{args.wandb}"]
+        out = Path(args.out or "outputs/analysis")
+    else:
+        dirs = _dirs(args)
+        runs, problems = load_runs(*dirs)
+        for line in problems:
+            print(f"skipped {line}", file=sys.stderr)
+        out = Path(args.out) if args.out else dirs[0] / "analysis"
     if runs.empty:
         sys.exit(f"error: no complete runs in {', '.join(map(str, dirs))}")
-    out = Path(args.out) if args.out else dirs[0] / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     return runs, dirs, out
 
@@ -100,6 +107,10 @@ def main(argv=None):
         p.set_defaults(fn=fn)
         if name == "grid":
             p.add_argument("--rows", choices=("frac", "op"), default="frac")
+        if name != "plots":  # plots need the local metrics files
+            p.add_argument("--wandb", metavar="ENTITY/PROJECT",
+                           help="read synced runs from W&B instead of folders")
+            p.add_argument("--group", help="with --wandb: one sweep (W&B group = sweep id)")
     p = sub.add_parser("labels")
     p.add_argument("op")
     p.add_argument("--p", type=int, required=True)

@@ -172,3 +172,21 @@ def test_exponent_table_rows_and_uniformity():
     squares = {(x * x + y * y) % 11 for x in range(11) for y in range(11)}
     assert t.n_labels.iloc[0] == len(squares)
     assert 0 < t.label_entropy_ratio.iloc[0] <= 1
+
+
+def test_cli_grid_from_wandb_uses_the_api(monkeypatch, tmp_path, capsys):
+    import analysis.collate as collate
+
+    seen = {}
+
+    def fake(path, group=None, api=None):
+        seen.update(path=path, group=group)
+        return pd.DataFrame([{"sweep_id": "g", "task": "poly", "op": "x^2+y^2", "op_pretty": "x^2+y^2",
+                              "p": 97, "frac": 0.5, "seed": 0, "model": "furuta",
+                              "optimizer": "adamw", "verdict": "grokked", "best_test_acc": 1.0}])
+
+    monkeypatch.setattr(collate, "from_wandb", fake)
+    analysis_main(["grid", "--wandb", "me/grok", "--group", "g", "--out", str(tmp_path)])
+    assert seen == {"path": "me/grok", "group": "g"}
+    assert "✓" in capsys.readouterr().out
+    assert (tmp_path / "grid_p97_furuta_adamw.csv").exists()
