@@ -59,7 +59,8 @@ def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out_png, dpi=100) -> Pat
     with the table's own text in each cell."""
     n_rows, n_cols = values.shape
     fig, ax = plt.subplots(figsize=(max(4, 0.9 * n_cols + 2), max(3, 0.5 * n_rows + 1.5)), dpi=dpi)
-    ax.imshow(values.astype(float).values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    shade = values.astype(float).values
+    ax.imshow(shade, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
     cols = [c[-1] if isinstance(c, tuple) else c for c in values.columns]
     rows = [r[-1] if isinstance(r, tuple) else r for r in values.index]
     ax.set_xticks(range(n_cols), cols, rotation=45, ha="right")
@@ -67,7 +68,11 @@ def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out_png, dpi=100) -> Pat
     for i in range(n_rows):
         for j in range(n_cols):
             text = labels.iat[i, j]
-            ax.text(j, i, "" if pd.isna(text) else text, ha="center", va="center", fontsize=8)
+            dark = not pd.isna(shade[i, j]) and not 0.2 < shade[i, j] < 0.8  # ends of RdYlGn
+            ax.text(j, i, "" if pd.isna(text) else text, ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+    ax.set_xlabel(values.columns.names[-1] or "")
+    ax.set_ylabel(values.index.names[-1] or "")
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
