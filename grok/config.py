@@ -88,6 +88,10 @@ def validate(cfg: DictConfig) -> Op:
     _int(cfg, "measures.every", lo=0)
     _int(cfg, "measures.full_every", lo=0)
     _num(cfg, "measures.eta", 0.0, 1.0)
+    keys = cfg.measures.key_freqs
+    if keys is not None and (isinstance(keys, (str, int)) or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= p // 2 for k in keys)):
+        raise ConfigError(f"measures.key_freqs={keys!r}: must be a list of frequencies in 1..{p // 2}")
     _choice(cfg, "grok.criterion", CRITERIA)
     _num(cfg, "grok.threshold", 0.0, 1.0, hi_open=False)
     _num(cfg, "grok.delay_ratio", 1.0, float("inf"), lo_open=False)

@@ -256,7 +256,7 @@ def excluded_loss(logits_grid, labels, train_mask, key_freqs, direction) -> floa
 # -- Everything at one eval point --------------------------------------------------------------
 
 def compute(model, p: int, grid_tokens, grid_labels, train_mask, op, eta: float = 0.5,
-            full: bool = True) -> dict:
+            full: bool = True, fixed_keys=None) -> dict:
     """Flat dict of plain Python values for logging.
 
     Always (weights only, ~2 ms): weight_sq_total, weight_sq/<param>, gini_/ffs_/fcr_ of embed
@@ -264,7 +264,8 @@ def compute(model, p: int, grid_tokens, grid_labels, train_mask, op, eta: float 
     n_key_freqs, key_freq_neuron_frac, neuron_freq and neuron_freq_var_frac (each neuron's
     frequency and the share of its variance that frequency explains), fourier_norms_embed,
     fourier_norms_wl, and restricted_loss and excluded_loss when the op is linear and there is a
-    key frequency (else the keys are absent).
+    key frequency (else the keys are absent). `fixed_keys`, if given, replaces the current key
+    frequencies in those two losses: Nanda et al. take them from the final model.
     grid_tokens (p*p, 3) x-major for every pair; grid_labels -1 where the op has no answer.
     """
     out = weight_sq(model)
@@ -287,6 +288,7 @@ def compute(model, p: int, grid_tokens, grid_labels, train_mask, op, eta: float 
                neuron_freq=freq.tolist(), neuron_freq_var_frac=frac.tolist(),
                fourier_norms_embed=norms["embed"].tolist(), fourier_norms_wl=norms["wl"].tolist())
     direction = op_direction(op)
+    key = list(fixed_keys) if fixed_keys else key
     if direction is not None and key:
         out["restricted_loss"] = restricted_loss(logits, grid_labels, key, direction)
         out["excluded_loss"] = excluded_loss(logits, grid_labels, train_mask, key, direction)

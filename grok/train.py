@@ -8,6 +8,7 @@ restarted in the same folder ends bit-identical (on CPU) to one that never stopp
 import contextlib
 import json
 import logging
+import math
 import secrets
 import signal
 import sys
@@ -129,7 +130,8 @@ class Evaluator:
         full = bool(full_every) and (n_evals % full_every == 0 or last)
         if full or (every and n_evals % every == 0):
             row.update(measures.compute(model, self.p, *(self.grid if full else (None,) * 3),
-                                        self.op, eta=self.cfg.eta, full=full))
+                                        self.op, eta=self.cfg.eta, full=full,
+                                        fixed_keys=self.cfg.key_freqs))
         return row
 
 
@@ -169,7 +171,7 @@ def run(cfg: DictConfig, run_dir) -> dict:
     opt, sched = make_optimizer(cfg.optimizer, model)
 
     ck = _restore(ckpt_path, cfg, model, opt, sched)
-    if ck and ck["done"] and (ck["early_stopped"] or ck["step"] >= tc.steps):
+    if ck and ck["done"] and (ck["early_stopped"] or ck["diverged"] or ck["step"] >= tc.steps):
         log.info("already finished: %s", run_dir / SUMMARY)
         return json.loads((run_dir / SUMMARY).read_text())
     step, metrics, elapsed, wandb_id = ((ck["step"], ck["metrics"], ck["elapsed"], ck["wandb_id"])
@@ -179,10 +181,11 @@ def run(cfg: DictConfig, run_dir) -> dict:
     record.write_config(cfg)
     record.rewrite_metrics(metrics)  # drops rows logged after the checkpoint by a killed run
     wandb_run = WandbRun(cfg, run_dir, wandb_id)
-    early_stopped = False
+    early_stopped = diverged = False
 
     def save_checkpoint(done=False):
-        state = {"done": done, "early_stopped": early_stopped, "model": model.state_dict(),
+        state = {"done": done, "early_stopped": early_stopped, "diverged": diverged,
+                 "model": model.state_dict(),
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "rng": torch.get_rng_state(), "step": step, "metrics": metrics,
                  "elapsed": elapsed + time.perf_counter() - t0, "wandb_id": wandb_id,
@@ -221,6 +224,10 @@ def run(cfg: DictConfig, run_dir) -> dict:
                     log.info("step %6d  train %.3f  test %.3f  train loss %.3e  test loss %.3e",
                              step, row["train_acc"], row["test_acc"], row["train_loss"],
                              row["test_loss"])
+                if not math.isfinite(row["train_loss"]):  # nothing more to learn from this run
+                    diverged = True
+                    log.warning("train loss is %s at step %d: stopping", row["train_loss"], step)
+                    break
                 if tc.early_stop_after is not None and settled(
                         metrics, cfg.grok.threshold, tc.early_stop_after):
                     early_stopped = True
@@ -245,7 +252,7 @@ def run(cfg: DictConfig, run_dir) -> dict:
     summary = {
         "status": "complete",
         **verdict(metrics, cfg.grok.threshold, cfg.grok.delay_ratio),
-        "steps": step, "early_stopped": early_stopped,
+        "steps": step, "early_stopped": early_stopped, "diverged": diverged,
         "final_train_acc": metrics[-1]["train_acc"], "final_test_acc": metrics[-1]["test_acc"],
         "final_train_loss": metrics[-1]["train_loss"], "final_test_loss": metrics[-1]["test_loss"],
         "wall_time_s": wall,

@@ -201,3 +201,21 @@ def test_a_resumed_run_logs_to_the_same_wandb_run(tmp_path):
     assert len({r["run_id"] for r in runs}) == 1
     steps = sorted(h["_step"] for r in runs for h in r["history"])
     assert steps == [0, 10, 20, 30, 40, 50, 60]  # the second part continues, nothing logged twice
+
+
+def test_a_diverging_run_stops_and_says_so(tmp_path):
+    summary = run(compose_cfg(["logger=none", *TINY, "optimizer=sgd", "optimizer.lr=1e8",
+                               "train.steps=1000"]), tmp_path)
+    assert summary["diverged"] and summary["steps"] < 1000
+    assert summary["verdict"] == "did not generalise"
+
+
+def test_fixed_key_frequencies_give_the_op_losses_from_the_start(tmp_path):
+    """Nanda et al. measure restricted/excluded loss with the final model's key frequencies;
+    `measures.key_freqs` fixes them (a fresh model has no key frequencies of its own)."""
+    run(compose_cfg(["logger=none", *TINY]), tmp_path / "current")
+    run(compose_cfg(["logger=none", *TINY, "measures.key_freqs=[1,3]"]), tmp_path / "fixed")
+    current, fixed = read_metrics(tmp_path / "current")[0], read_metrics(tmp_path / "fixed")[0]
+    assert current["key_freqs"] == [] and "excluded_loss" not in current
+    assert fixed["key_freqs"] == [] and "excluded_loss" in fixed and "restricted_loss" in fixed
+    assert current["train_loss"] == fixed["train_loss"]  # the measures only observe
