@@ -44,11 +44,13 @@ def _load(args):
 
 def cmd_grid(args):
     from analysis.plots import heatmap
-    from analysis.tables import LEGEND, grid, grokked_share, to_markdown
+    from analysis.tables import LEGEND, cell, grid, grok_step_cell, grokked_share, to_markdown
 
     runs, dirs, out = _load(args)
-    for i, ((p, model, opt), part) in enumerate(runs.groupby(["p", "model", "optimizer"])):
-        table, share = grid(part, rows=args.rows), grid(part, rows=args.rows, agg=grokked_share)
+    agg = grok_step_cell if args.cell == "grok-step" else cell
+    for (p, model, opt), part in runs.groupby(["p", "model", "optimizer"]):
+        table = grid(part, rows=args.rows, agg=agg)
+        share = grid(part, rows=args.rows, agg=grokked_share)
         name = f"grid_p{p}_{model}_{opt}"
         print(f"\n{', '.join(map(str, dirs))}: p={p}, model={model}, optimizer={opt}, "
               f"{len(part)} runs, {part.seed.nunique()} seed(s)\n")
@@ -57,7 +59,9 @@ def cmd_grid(args):
         table.to_html(out / f"{name}.html")
         (out / f"{name}.md").write_text(to_markdown(table) + "\n")
         heatmap(share, table, out / f"{name}.png")
-    print(f"\n{LEGEND}\nwritten to {out}/")
+    legend = LEGEND if args.cell == "verdict" else \
+        "median grok step (seeds that generalised / all), else best test acc"
+    print(f"\n{legend}\nwritten to {out}/")
 
 
 def cmd_exponents(args):
@@ -107,6 +111,8 @@ def main(argv=None):
         p.set_defaults(fn=fn)
         if name == "grid":
             p.add_argument("--rows", choices=("frac", "op"), default="frac")
+            p.add_argument("--cell", choices=("verdict", "grok-step"), default="verdict",
+                           help="what a cell shows: the verdict (seed 002) or when it grokked")
         if name != "plots":  # plots need the local metrics files
             p.add_argument("--wandb", metavar="ENTITY/PROJECT",
                            help="read synced runs from W&B instead of folders")

@@ -36,6 +36,16 @@ def cell(group: pd.DataFrame) -> str:
     return f"{acc.mean():.0f}±{acc.std(ddof=0):.0f}%"
 
 
+def grok_step_cell(group: pd.DataFrame) -> str:
+    """When it grokked: median grok step over the seeds that generalised (with how many), else
+    the best test accuracy as in `cell`."""
+    ok = group[group.verdict.isin([GROKKED, NO_DELAY])]
+    if ok.empty:
+        return cell(group)
+    step = f"{ok.grok_step.median():.0f}"
+    return step if len(group) == 1 else f"{step} ({len(ok)}/{len(group)})"
+
+
 def grokked_share(group: pd.DataFrame) -> float:
     """For the heatmap: fraction of seeds that grokked or generalised, else best accuracy / 2."""
     ok = group.verdict.isin([GROKKED, NO_DELAY]).mean()

@@ -62,6 +62,17 @@ def test_grid_cells_match_the_runs_summaries(sweep):
     assert to_markdown(grid(runs, rows="op")).count("\n") == 3  # header, rule, 2 op rows
 
 
+def test_grok_step_cells():
+    from analysis.tables import grok_step_cell
+
+    def g(*rows):
+        return pd.DataFrame([{"verdict": v, "grok_step": s, "best_test_acc": a} for v, s, a in rows])
+    assert grok_step_cell(g(("grokked", 900, 1.0))) == "900"
+    assert grok_step_cell(g(("grokked", 900, 1.), ("grokked", 1500, 1.), ("did not generalise", None, .3))) \
+        == "1200 (2/3)"
+    assert grok_step_cell(g(("did not generalise", None, .34))) == "34%"
+
+
 def test_cell_aggregation_rules():
     def g(*rows):
         return pd.DataFrame([{"verdict": v, "best_test_acc": a} for v, a in rows])
