@@ -1,11 +1,13 @@
 """Shared helpers: compose real configs, run launch.py as a user would."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +37,23 @@ def launch(args, cwd, timeout=300, **kw):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir):
+    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["model"]
+
+
+def assert_same_run(reference, run_dir):
+    """Summaries (but for timing), every metric and every weight equal, bit for bit."""
+    volatile = {"wall_time_s", "steps_per_s", "resumed_from", "sweep_id"}
+    a = json.loads((Path(reference) / "summary.json").read_text())
+    b = json.loads((Path(run_dir) / "summary.json").read_text())
+    assert {k: v for k, v in a.items() if k not in volatile} == \
+        {k: v for k, v in b.items() if k not in volatile}
+    assert read_metrics(reference) == read_metrics(run_dir)
+    wa, wb = weights(reference), weights(run_dir)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, TINY, compose_cfg, launch
+from conftest import ROOT, TINY, assert_same_run, compose_cfg, launch, read_metrics
 
 
 def _cluster_problem() -> str | None:
@@ -41,33 +41,6 @@ cluster = pytest.mark.skipif(_PROBLEM is not None, reason=f"SLURM: {_PROBLEM}")
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
          "train.threads=1", "logger=none"]
 LONG = [*TINY, "train.checkpoint_every=100", "train.eval_every=100"]
-
-
-@pytest.fixture(autouse=True)
-def _same_code_on_the_node(monkeypatch):
-    """The job runs `python -m submitit.core._submit` in the submitting folder (here a tmp dir):
-    make it import this checkout's grok, as launch.py does (sbatch passes the environment on)."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-
-
-def read_metrics(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def weights(run_dir):
-    return torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
-
-
-def assert_same_run(reference, run_dir):
-    volatile = {"wall_time_s", "steps_per_s", "resumed_from", "sweep_id"}
-    a = json.loads((reference / "summary.json").read_text())
-    b = json.loads((run_dir / "summary.json").read_text())
-    assert {k: v for k, v in a.items() if k not in volatile} == \
-        {k: v for k, v in b.items() if k not in volatile}
-    assert read_metrics(reference) == read_metrics(run_dir)
-    wa, wb = weights(reference), weights(run_dir)
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def start_reference(args, out):
@@ -237,7 +210,8 @@ def test_preempted_job_is_requeued_and_ends_bit_identical(tmp_path):
 def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
     """timeout_min=1: SLURM sends USR2 (--signal=USR2@signal_delay_s) before the limit, at its
     next 30 s time-limit pass; each requeued attempt gets about 15 s. The run is sized from this
-    machine's speed to need about 35 s of training, so it is cut at least once, whatever the CPU."""
+    machine's speed to need about 35 s of training, so it is cut at least once, whatever the CPU.
+    The reference run shares the CPU with the job, so the job may be cut several times: room for 10."""
     t0 = time.time()
     calib = launch([*LONG, "logger=none", "train.threads=1", "train.steps=2000",
                     f"hydra.run.dir={tmp_path / 'calib'}"], cwd=tmp_path, timeout=120)
@@ -245,7 +219,7 @@ def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
     speed = json.loads((tmp_path / "calib" / "summary.json").read_text())["steps_per_s"]
     steps = int(speed * 35) // 100 * 100
     args = [*SLURM, *LONG, f"train.steps={steps}", "hydra.launcher.timeout_min=1",
-            "hydra.launcher.signal_delay_s=25", "hydra.launcher.max_num_timeout=6"]
+            "hydra.launcher.signal_delay_s=25", "hydra.launcher.max_num_timeout=10"]
     reference = start_reference([a for a in args if not a.startswith("hydra")], tmp_path / "reference")
     proc, sweep = start_sweep(args, tmp_path)
     jid = job_id(sweep)
