@@ -8,7 +8,9 @@ costs one line on stderr and exit status 2, and leaves nothing half-written on d
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -101,11 +103,16 @@ def main(cfg: DictConfig) -> dict:
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
-        return run(cfg, run_dir)
+        summary = run(cfg, run_dir)
     except Exception as e:
         log.exception("job failed")  # into this job's launch.log, traceback included
         record_failure(run_dir, e)
         raise
+    if threading.current_thread() is threading.main_thread():
+        # The run is complete and on disk: a time-limit warning (SLURM sends it up to a minute
+        # early) now has nothing to save, and dying of it would mark a finished job FAILED.
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    return summary
 
 
 def report(sweep_dir: str) -> bool:
