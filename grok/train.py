@@ -129,10 +129,12 @@ class Evaluator:
         every, full_every = self.cfg.every, self.cfg.full_every
         full = bool(full_every) and (n_evals % full_every == 0 or last)
         if full or (every and n_evals % every == 0):
-            row.update(measures.compute(model, self.p, *(self.grid if full else (None,) * 3),
-                                        self.op, eta=self.cfg.eta, full=full,
-                                        fixed_keys=self.cfg.key_freqs))
+            row.update(self.measures(model, full))
         return row
+
+    def measures(self, model, full: bool) -> dict:
+        return measures.compute(model, self.p, *(self.grid if full else (None,) * 3), self.op,
+                                eta=self.cfg.eta, full=full, fixed_keys=self.cfg.key_freqs)
 
 
 def _restore(ckpt_path, cfg, model, opt, sched):
@@ -215,6 +217,10 @@ def run(cfg: DictConfig, run_dir) -> dict:
             if is_eval:
                 row = evaluate(model, step, logits, loss, y_tr, sched.get_last_lr()[0],
                                len(metrics), last=step == tc.steps)
+                early_stopped = tc.early_stop_after is not None and settled(
+                    [*metrics, row], cfg.grok.threshold, tc.early_stop_after)
+                if early_stopped and cfg.measures.full_every and "key_freqs" not in row:
+                    row.update(evaluate.measures(model, full=True))  # as at a budget's end
                 metrics.append(row)
                 record.append_metrics(row)
                 wandb_run.log(row, step=step)
@@ -228,9 +234,7 @@ def run(cfg: DictConfig, run_dir) -> dict:
                     diverged = True
                     log.warning("train loss is %s at step %d: stopping", row["train_loss"], step)
                     break
-                if tc.early_stop_after is not None and settled(
-                        metrics, cfg.grok.threshold, tc.early_stop_after):
-                    early_stopped = True
+                if early_stopped:
                     break
             if step == tc.steps:
                 break
@@ -243,11 +247,6 @@ def run(cfg: DictConfig, run_dir) -> dict:
             if step % tc.checkpoint_every == 0:
                 save_checkpoint()
     bar.close()
-    if early_stopped and cfg.measures.full_every and "key_freqs" not in metrics[-1]:
-        # the full measures at the last point, as a run that ends on its budget has them
-        metrics[-1] = evaluate(model, step, logits, loss, y_tr, metrics[-1]["lr"], 0, last=True)
-        record.rewrite_metrics(metrics)
-        wandb_run.log({k: v for k, v in metrics[-1].items() if k != "step"}, step=step)
     wall = elapsed + time.perf_counter() - t0
     summary = {
         "status": "complete",
