@@ -31,6 +31,7 @@ class Dataset:
     """Train and test tensors plus the full universe (for measures over all p*p inputs)."""
     tokens: torch.Tensor      # (N, 3) every valid pair, x-major order
     labels: torch.Tensor      # (N,)
+    pairs: torch.Tensor       # (N,) x * p + y: where each row sits on the full p*p grid
     train_idx: torch.Tensor   # indices into the universe
     test_idx: torch.Tensor
 
@@ -49,7 +50,7 @@ def make_dataset(op: Op, p: int, frac: float, seed: int, layout: str) -> Dataset
     n = len(z)
     n_train = n_train_for(frac, n)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return Dataset(tokens=tokens_for(op, layout, p, x, y), labels=z,
+    return Dataset(tokens=tokens_for(op, layout, p, x, y), labels=z, pairs=x * p + y,
                    train_idx=perm[:n_train].sort().values, test_idx=perm[n_train:].sort().values)
 
 
@@ -59,9 +60,8 @@ def full_grid(op: Op, p: int, layout: str, data: Dataset):
     undefined), and which pairs are in the training set."""
     x = torch.arange(p).repeat_interleave(p)
     y = torch.arange(p).repeat(p)
-    valid = data.tokens[:, 0] * p + data.tokens[:, -1 if layout == "furuta" else 1]
     labels = torch.full((p * p,), -1, dtype=torch.long)
-    labels[valid] = data.labels
+    labels[data.pairs] = data.labels
     train_mask = torch.zeros(p * p, dtype=torch.bool)
-    train_mask[valid[data.train_idx]] = True
+    train_mask[data.pairs[data.train_idx]] = True
     return tokens_for(op, layout, p, x, y), labels, train_mask
