@@ -155,6 +155,16 @@ def _restore(ckpt_path, cfg, model, opt, sched):
 
 def run(cfg: DictConfig, run_dir) -> dict:
     """Train (or resume, or return the finished result of) the run configured by `cfg` in `run_dir`."""
+    # Denormal floats in tiny late-training gradients cost ~5x. The setting is process-wide, so
+    # it is undone afterwards (torch's default is off; a sweep's next job sets it again).
+    torch.set_flush_denormal(True)
+    try:
+        return _run(cfg, run_dir)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _run(cfg: DictConfig, run_dir) -> dict:
     op = validate(cfg)
     run_dir = Path(run_dir)
     record = LocalRecord(run_dir)
@@ -162,7 +172,6 @@ def run(cfg: DictConfig, run_dir) -> dict:
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    torch.set_flush_denormal(True)  # denormal floats in tiny late-training gradients cost ~5x
     device = torch.device(tc.device)
 
     data = make_dataset(op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)

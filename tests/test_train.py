@@ -205,3 +205,9 @@ def test_fixed_key_frequencies_give_the_op_losses_from_the_start(tmp_path):
     assert current["key_freqs"] == [] and "excluded_loss" not in current
     assert fixed["key_freqs"] == [] and "excluded_loss" in fixed and "restricted_loss" in fixed
     assert current["train_loss"] == fixed["train_loss"]  # the measures only observe
+
+
+def test_a_run_leaves_the_process_denormal_setting_as_it_found_it(tmp_path):
+    """Flushing denormals speeds training but is process-wide: later code must see IEEE floats."""
+    run(compose_cfg(["logger=none", *TINY, "train.steps=10"]), tmp_path)
+    assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0
