@@ -3,6 +3,8 @@
 Imports no torch: launch.py runs this on every job of a sweep before starting any.
 """
 
+import re
+
 from omegaconf import DictConfig
 
 from grok.ops import Op, OpError, parse_op
@@ -13,6 +15,7 @@ OPTIMIZERS = ("adamw", "adam", "sgd")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 CRITERIA = ("held",)
+DTYPES = ("float32", "float64")
 LAYOUTS = ("nanda", "furuta")  # [x, y, =] and [x, op, y]; see grok.data
 
 
@@ -56,6 +59,22 @@ def _choice(cfg, key, options):
     return v
 
 
+def _device(cfg) -> None:
+    """cpu, cuda or cuda:N, and CUDA must be there (torch is imported only to check that)."""
+    v = _select(cfg, "train.device")
+    ok = isinstance(v, str) and re.fullmatch(r"cpu|cuda(:\d+)?", v)
+    if not ok:
+        raise ConfigError(f"train.device={v!r}: must be cpu, cuda or cuda:N")
+    if v.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(v.split(":")[1]) if ":" in v else 0
+        if index >= n:
+            raise ConfigError(f"train.device={v!r}: " + (
+                "CUDA is not available on this machine" if not n else f"only {n} CUDA device(s)"))
+
+
 def validate(cfg: DictConfig) -> Op:
     """Raise ConfigError on the first bad value; return the parsed op."""
     task = _choice(cfg, "task.name", TASKS)
@@ -83,6 +102,10 @@ def validate(cfg: DictConfig) -> Op:
     _int(cfg, "optimizer.warmup_steps", lo=0)
     for key in ("steps", "eval_every", "checkpoint_every"):
         _int(cfg, f"train.{key}", lo=1)
+    _choice(cfg, "train.dtype", DTYPES)
+    _device(cfg)
+    if cfg.train.threads is not None:
+        _int(cfg, "train.threads", lo=1)
     if cfg.train.early_stop_after is not None:
         _int(cfg, "train.early_stop_after", lo=0)
     _int(cfg, "measures.every", lo=0)

@@ -65,3 +65,32 @@ def full_grid(op: Op, p: int, layout: str, data: Dataset):
     train_mask = torch.zeros(p * p, dtype=torch.bool)
     train_mask[data.pairs[data.train_idx]] = True
     return tokens_for(op, layout, p, x, y), labels, train_mask
+
+
+@dataclass
+class PackBatch:
+    """Examples of R runs padded to one length: tokens (R, N, T), targets (R, N) with -1 where a
+    position is padding or carries no loss, and each run's example count n (R,). Padding repeats
+    a run's first example, so the model sees only valid tokens; its targets of -1 exclude it."""
+    tokens: torch.Tensor
+    targets: torch.Tensor
+    n: torch.Tensor
+
+    @classmethod
+    def pad(cls, sets: list[tuple[torch.Tensor, torch.Tensor]]) -> "PackBatch":
+        N = max(len(y) for _, y in sets)
+        tokens, targets = [], []
+        for x, y in sets:
+            fill = N - len(y)
+            tokens.append(torch.cat([x, x[:1].expand(fill, -1)]))
+            targets.append(torch.cat([y, y.new_full((fill,), -1)]))
+        return cls(torch.stack(tokens), torch.stack(targets),
+                   torch.tensor([len(y) for _, y in sets], dtype=torch.long))
+
+    def to(self, device) -> "PackBatch":
+        return PackBatch(self.tokens.to(device), self.targets.to(device), self.n.to(device))
+
+    def select(self, keep: torch.Tensor) -> "PackBatch":
+        """The runs at `keep`, padded length unchanged (so each run's arithmetic is unchanged)."""
+        keep = keep.to(self.tokens.device)
+        return PackBatch(*(t.index_select(0, keep) for t in (self.tokens, self.targets, self.n)))

@@ -1,0 +1,55 @@
+"""A run's checkpoint: everything its training depends on, in its own folder.
+
+Each run of a pack keeps its own `checkpoint.pt` (its weights and optimizer state as a single run
+has them, step, metrics so far, W&B id and a fingerprint of its config), so a pack can be formed
+again from its runs' folders after a kill, a requeue or a relaunch with other pack sizes. Loading
+never unpickles code (`weights_only=True`): a checkpoint holds tensors and plain containers only.
+"""
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from grok.tracking import atomic_write
+
+FORMAT = 2
+# Keys that may change between a checkpoint and its resume without changing the run's results.
+RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
+                     "train.device")
+
+
+def fingerprint(cfg: DictConfig) -> dict:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in RESUMABLE_CHANGES:
+        *parents, last = key.split(".")
+        node = c
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(last, None)
+    return c
+
+
+def diff(a, b, prefix="") -> list[str]:
+    """Dotted keys where two nested dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def save(path: Path, state: dict) -> None:
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+
+
+def load(path: Path, cfg: DictConfig) -> dict | None:
+    """The checkpoint at `path` if there is one, after checking it was made by this config."""
+    if not path.exists():
+        return None
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise RuntimeError(f"{path} is not a checkpoint this version can resume; use a new run folder")
+    changed = diff(ck["fingerprint"], fingerprint(cfg))
+    if changed:
+        raise RuntimeError(f"{path} was made by another config (differs in "
+                           f"{', '.join(changed)}); use a new run folder")
+    return ck

@@ -1,0 +1,120 @@
+"""Optimizers over packs: AdamW, Adam and SGD on parameters with a leading run axis.
+
+Every update rule is elementwise, so one update over stacked tensors is R independent updates.
+Each run keeps its own hyperparameters (lr, weight decay, betas, momentum, warmup) as (R,) tensors
+and its own step count, so runs that resumed from different steps share a pack. Per run, the
+update is the one `torch.optim` makes (same formulas, same order of operations; tested against it
+in float64). The learning-rate schedule is linear warmup: update k (0-based) of a run uses
+lr * min(1, (k + 1) / warmup_steps), which starts at lr / warmup rather than wasting step 0 at 0.
+"""
+
+import torch
+
+KINDS = ("adamw", "adam", "sgd")
+EPS = 1e-8  # torch's default
+
+
+def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-run (R,) tensor shaped to broadcast over a parameter (R, ...)."""
+    return t.to(like.dtype).view(-1, *(1,) * (like.dim() - 1))
+
+
+class PackOptimizer:
+    """Optimizer state for named stacked parameters; hyperparameters are per-run lists.
+
+    State per run r: `steps[r]` (updates made), and per parameter `exp_avg`/`exp_avg_sq` (Adam)
+    or `momentum_buffer` (SGD), sliced on the run axis like the parameters."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], kind: str, lr, weight_decay,
+                 warmup_steps, betas=None, momentum=None):
+        if kind not in KINDS:
+            raise ValueError(f"unknown optimizer {kind!r} (choose from {', '.join(KINDS)})")
+        self.params, self.kind = params, kind
+        R = len(lr)
+
+        def vec(values):  # hyperparameters live on the CPU in float64; cast per step
+            return torch.tensor(values, dtype=torch.float64)
+
+        self.hp = {"lr": vec(lr), "weight_decay": vec(weight_decay),
+                   "warmup": vec(warmup_steps)}
+        if kind == "sgd":
+            self.hp["momentum"] = vec(momentum)
+        else:
+            b = vec(betas).view(R, 2)
+            self.hp["beta1"], self.hp["beta2"] = b[:, 0].clone(), b[:, 1].clone()
+        self.steps = torch.zeros(R, dtype=torch.long)
+        zeros = {n: torch.zeros_like(w, memory_format=torch.preserve_format) for n, w in params.items()}
+        self.state = ({"momentum_buffer": zeros} if kind == "sgd" else
+                      {"exp_avg": zeros, "exp_avg_sq": {n: torch.zeros_like(w) for n, w in params.items()}})
+
+    def lr_now(self) -> torch.Tensor:
+        """(R,) float64: each run's learning rate for its next update (linear warmup)."""
+        k = self.steps.double()
+        w = self.hp["warmup"]
+        factor = torch.where(w > 0, torch.clamp((k + 1) / w.clamp(min=1), max=1.0), 1.0)
+        return self.hp["lr"] * factor
+
+    def zero_grad(self) -> None:
+        for w in self.params.values():
+            w.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr = self.lr_now()
+        self.steps += 1
+        if self.kind == "sgd":
+            self._sgd(lr)
+        else:
+            self._adam(lr, decoupled=self.kind == "adamw")
+
+    def _adam(self, lr, decoupled):
+        hp, k = self.hp, self.steps.double()
+        b1, b2, wd = hp["beta1"], hp["beta2"], hp["weight_decay"]
+        # As torch's single-tensor Adam: Python-float (float64) scalars per run, then one cast.
+        step_size = lr / (1 - b1 ** k)
+        bc2_sqrt = (1 - b2 ** k).sqrt()
+        for n, w in self.params.items():
+            g = w.grad
+            m, v = self.state["exp_avg"][n], self.state["exp_avg_sq"][n]
+            if decoupled:
+                w.mul_(_col(1 - lr * wd, w))
+            else:
+                g = g + _col(wd, w) * w
+            m.lerp_(g, _col(1 - b1, w))
+            v.mul_(_col(b2, w)).addcmul_(_col(1 - b2, w) * g, g)
+            denom = (v.sqrt() / _col(bc2_sqrt, w)).add_(EPS)
+            w.addcmul_(m / denom, _col(-step_size, w))
+
+    def _sgd(self, lr):
+        first = self.steps == 1
+        for n, w in self.params.items():
+            g = w.grad + _col(self.hp["weight_decay"], w) * w
+            buf = self.state["momentum_buffer"][n]
+            mom = self.hp["momentum"]
+            new = torch.where(_col(first | (mom == 0), w).bool(), g, buf * _col(mom, w) + g)
+            buf.copy_(new)
+            w.addcmul_(new, _col(-lr, w))
+
+    # -- per-run state (checkpoints) and compaction --------------------------------------
+
+    def run_state(self, r: int) -> dict:
+        """Run r's optimizer state as plain tensors (for its own checkpoint)."""
+        return {"steps": int(self.steps[r]),
+                **{k: {n: t[r].detach().cpu().clone() for n, t in s.items()} for k, s in self.state.items()}}
+
+    def load_run_state(self, r: int, state: dict) -> None:
+        self.steps[r] = state["steps"]
+        for k, s in self.state.items():
+            for n, t in s.items():
+                t[r].copy_(state[k][n])
+
+    def select(self, keep: torch.Tensor, params: dict) -> "PackOptimizer":
+        """The optimizer of the compacted pack holding runs `keep`, over its new `params`."""
+        new = PackOptimizer.__new__(PackOptimizer)
+        new.params, new.kind = params, self.kind
+        cpu_keep = keep.cpu()
+        new.hp = {k: v.index_select(0, cpu_keep) for k, v in self.hp.items()}
+        new.steps = self.steps.index_select(0, cpu_keep)
+        new.state = {k: {n: t.index_select(0, keep.to(t.device)) for n, t in s.items()}
+                     for k, s in self.state.items()}
+        return new

@@ -1,0 +1,165 @@
+"""One run's life inside a pack: its data, its records, its evaluations and when it stops.
+
+The pack trainer (grok.train) owns the weights and the step; a `Run` owns everything that is one
+run's own: config, train/test split, progress measures, metrics so far, W&B run, the stop
+decision (verdict settled, loss non-finite, budget spent) and the summary and checkpoint it
+leaves in its folder. A run records exactly what it would record trained alone.
+"""
+
+import json
+import logging
+import math
+import secrets
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from grok import checkpoint, measures
+from grok.config import validate
+from grok.data import full_grid, make_dataset, vocab_size
+from grok.model import Transformer, build_model
+from grok.tracking import CHECKPOINT, SUMMARY, LocalRecord, WandbRun
+from grok.verdict import settled, verdict
+
+log = logging.getLogger("grok.train")
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy with the log-softmax in float64: in float32 the loss of a well-fit point
+    floors near 1e-7, its gradient rounds to zero and Adam turns that into loss spikes.
+    logits (..., N, C), labels (..., N) with -1 for "no loss here"; one mean per leading index."""
+    C = logits.shape[-1]
+    ce = F.cross_entropy(logits.double().reshape(-1, C), labels.reshape(-1), ignore_index=-1,
+                         reduction="none").view(labels.shape)
+    return ce.sum(-1) / (labels >= 0).sum(-1)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of labelled positions where the argmax is right, per leading index (float64)."""
+    right = (logits.argmax(-1) == labels) & (labels >= 0)
+    return right.sum(-1) / (labels >= 0).sum(-1).double()
+
+
+class Run:
+    """A run of a pack. `finished` holds the summary of a run that needs no training."""
+
+    def __init__(self, cfg: DictConfig, run_dir, device: torch.device, dtype: torch.dtype):
+        self.cfg, self.op = cfg, validate(cfg)
+        self.dir = Path(run_dir)
+        self.record = LocalRecord(self.dir)
+        self.budget = cfg.train.steps
+        self.data = make_dataset(self.op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)
+        self.ck = checkpoint.load(self.dir / CHECKPOINT, cfg)
+        ck = self.ck
+        self.finished = None
+        if ck and ck["done"] and (ck["early_stopped"] or ck["diverged"] or ck["step"] >= self.budget):
+            log.info("already finished: %s", self.dir / SUMMARY)
+            self.finished = json.loads((self.dir / SUMMARY).read_text())
+            return
+        self.step, self.metrics, self.elapsed, self.wandb_id = (
+            (ck["step"], ck["metrics"], ck["elapsed"], ck["wandb_id"]) if ck
+            else (0, [], 0.0, secrets.token_hex(4)))
+        self.start_step = self.step
+        self.early_stopped = self.diverged = False
+        if cfg.measures.full_every:
+            grid = full_grid(self.op, cfg.p, cfg.model.layout, self.data)
+            self.grid = tuple(t.to(device) for t in grid)
+
+    def init_model(self) -> Transformer:
+        """This run's model as it would start alone: seeded init, or the checkpoint's weights."""
+        torch.manual_seed(self.cfg.seed)
+        model = build_model(self.cfg.model, vocab_size(self.cfg.model.layout, self.cfg.p), self.cfg.p)
+        if self.ck:
+            model.load_state_dict(self.ck["model"])
+        return model
+
+    def begin(self) -> None:
+        """Write the config, drop metrics logged after the checkpoint by a killed run, open W&B."""
+        if self.ck:
+            log.info("%s: resuming from step %d", self.dir, self.step)
+        self.record.write_config(self.cfg)
+        self.record.rewrite_metrics(self.metrics)
+        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id)
+        self.t0 = time.perf_counter()
+
+    # -- evaluation and the stop policy -------------------------------------------------------
+
+    def due(self) -> bool:
+        """Evaluate at this step? Every eval_every steps and at the budget's end, once per step
+        (a finished run resumed with a longer budget has its last step's row already)."""
+        s = self.step
+        return (s % self.cfg.train.eval_every == 0 or s == self.budget) and not (
+            self.metrics and self.metrics[-1]["step"] == s)
+
+    def evaluate(self, model: Transformer, row: dict) -> bool:
+        """Log the eval `row` (step, losses, accuracies, lr) with the measures due now, using
+        `model` (this run's weights). True if the run stops here."""
+        mc, tc = self.cfg.measures, self.cfg.train
+        n_evals, last = len(self.metrics), self.step == self.budget
+        full = bool(mc.full_every) and (n_evals % mc.full_every == 0 or last)
+        if full or (mc.every and n_evals % mc.every == 0):
+            row.update(self.measures(model, full))
+        self.early_stopped = tc.early_stop_after is not None and settled(
+            [*self.metrics, row], self.cfg.grok.threshold, tc.early_stop_after)
+        if self.early_stopped and mc.full_every and "key_freqs" not in row:
+            row.update(self.measures(model, full=True))  # as at a budget's end
+        self.metrics.append(row)
+        self.record.append_metrics(row)
+        self.wandb.log(row, step=self.step)
+        if len(self.metrics) % 10 == 1 or last:
+            log.info("%s step %6d  train %.3f  test %.3f  train loss %.3e  test loss %.3e",
+                     self.dir.name, self.step, row["train_acc"], row["test_acc"], row["train_loss"],
+                     row["test_loss"])
+        if not math.isfinite(row["train_loss"]):  # nothing more to learn from this run
+            self.diverged = True
+            log.warning("%s: train loss is %s at step %d: stopping", self.dir, row["train_loss"],
+                        self.step)
+        return self.diverged or self.early_stopped or last
+
+    def measures(self, model: Transformer, full: bool) -> dict:
+        mc = self.cfg.measures
+        return measures.compute(model, self.cfg.p, *(self.grid if full else (None,) * 3), self.op,
+                                eta=mc.eta, full=full, fixed_keys=mc.key_freqs)
+
+    # -- what the run leaves in its folder ----------------------------------------------------
+
+    def save(self, model: Transformer, opt_state: dict, done: bool = False) -> None:
+        """This run's checkpoint; `model` is this run's single view (copied out of the pack)."""
+        checkpoint.save(self.dir / CHECKPOINT, {
+            "done": done, "early_stopped": self.early_stopped, "diverged": self.diverged,
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": opt_state, "step": self.step, "metrics": self.metrics,
+            "elapsed": self.wall(), "wandb_id": self.wandb_id,
+            "fingerprint": checkpoint.fingerprint(self.cfg)})
+
+    def wall(self) -> float:
+        return self.elapsed + time.perf_counter() - self.t0
+
+    def finish(self, model: Transformer, opt_state: dict) -> dict:
+        """Summary, final checkpoint (which also makes re-running a finished job a no-op), W&B."""
+        cfg, m = self.cfg, self.metrics
+        summary = {
+            "status": "complete",
+            **verdict(m, cfg.grok.threshold, cfg.grok.delay_ratio),
+            "steps": self.step, "early_stopped": self.early_stopped, "diverged": self.diverged,
+            "final_train_acc": m[-1]["train_acc"], "final_test_acc": m[-1]["test_acc"],
+            "final_train_loss": m[-1]["train_loss"], "final_test_loss": m[-1]["test_loss"],
+            "wall_time_s": self.wall(),
+            "steps_per_s": (self.step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9),
+            "op": self.op.canonical, "op_pretty": self.op.pretty, "task": cfg.task.name, "p": cfg.p,
+            "frac": cfg.frac, "seed": cfg.seed, "model": cfg.model.name,
+            "optimizer": cfg.optimizer.name, "n_train": len(self.data.train_idx),
+            "n_test": len(self.data.test_idx), "n_params": sum(w.numel() for w in model.parameters()),
+            "resumed_from": self.start_step or None, "sweep_id": str(cfg.sweep_id),
+        }
+        self.record.write_summary(summary)
+        self.save(model, opt_state, done=True)
+        self.wandb.finish(summary)
+        log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
+                 self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],
+                 summary["best_test_acc"], summary["wall_time_s"], summary["steps_per_s"])
+        self.finished = summary
+        return summary
