@@ -50,13 +50,14 @@ class Run:
         self.cfg, self.op = cfg, validate(cfg)
         self.dir = Path(run_dir)
         self.record = LocalRecord(self.dir)
+        self._log = {"run": str(self.dir)}  # routes this run's log lines to its own launch.log
         self.budget = cfg.train.steps
         self.data = make_dataset(self.op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)
         self.ck = checkpoint.load(self.dir / CHECKPOINT, cfg)
         ck = self.ck
         self.finished = None
         if ck and ck["done"] and (ck["early_stopped"] or ck["diverged"] or ck["step"] >= self.budget):
-            log.info("already finished: %s", self.dir / SUMMARY)
+            log.info("already finished: %s", self.dir / SUMMARY, extra=self._log)
             self.finished = json.loads((self.dir / SUMMARY).read_text())
             return
         self.step, self.metrics, self.elapsed, self.wandb_id = (
@@ -79,7 +80,7 @@ class Run:
     def begin(self) -> None:
         """Write the config, drop metrics logged after the checkpoint by a killed run, open W&B."""
         if self.ck:
-            log.info("%s: resuming from step %d", self.dir, self.step)
+            log.info("%s: resuming from step %d", self.dir, self.step, extra=self._log)
         self.record.write_config(self.cfg)
         self.record.rewrite_metrics(self.metrics)
         self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id)
@@ -112,11 +113,11 @@ class Run:
         if len(self.metrics) % 10 == 1 or last:
             log.info("%s step %6d  train %.3f  test %.3f  train loss %.3e  test loss %.3e",
                      self.dir.name, self.step, row["train_acc"], row["test_acc"], row["train_loss"],
-                     row["test_loss"])
+                     row["test_loss"], extra=self._log)
         if not math.isfinite(row["train_loss"]):  # nothing more to learn from this run
             self.diverged = True
             log.warning("%s: train loss is %s at step %d: stopping", self.dir, row["train_loss"],
-                        self.step)
+                        self.step, extra=self._log)
         return self.diverged or self.early_stopped or last
 
     def measures(self, model: Transformer, full: bool) -> dict:
@@ -160,6 +161,6 @@ class Run:
         self.wandb.finish(summary)
         log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
                  self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],
-                 summary["best_test_acc"], summary["wall_time_s"], summary["steps_per_s"])
+                 summary["best_test_acc"], summary["wall_time_s"], summary["steps_per_s"], extra=self._log)
         self.finished = summary
         return summary

@@ -80,6 +80,7 @@ class WandbRun:
                 project=cfg.logger.project, entity=cfg.logger.entity, group=str(cfg.sweep_id),
                 job_type="train", dir=str(run_dir), mode=cfg.logger.mode, id=run_id,
                 resume="allow", config=OmegaConf.to_container(cfg, resolve=True),
+                reinit="create_new",  # the runs of a pack are open at once, one W&B run each
                 settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
             )
         except Exception as e:  # noqa: BLE001 - W&B must never cost the local record

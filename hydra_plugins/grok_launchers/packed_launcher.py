@@ -1,0 +1,227 @@
+"""Hydra launchers that train a sweep as packs: `hydra/launcher=packed` (here) and
+`hydra/launcher=slurm_packed` (one SLURM job per pack, through submitit).
+
+Jobs are grouped by `grok.train.pack_key` (same shapes, optimizer kind, device, dtype, step
+budget, eval interval), sorted by train-set size inside a group so a pack pads little, and cut
+into packs of at most `max_pack` runs. Every job gets its folder exactly as Hydra's own launchers
+make it (`.hydra/`, `launch.log`) and then exactly the records of a single run. A pack that fails
+marks its own jobs failed; the other packs still run.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+CPU_MAX_PACK = 16  # on a CPU a pack gains little past a few runs (bench/packed.py)
+
+
+def default_max_pack(cfgs) -> int:
+    """The most runs per pack: on a GPU as many as about half its free memory holds (activation
+    memory of a full-batch step, measured per run on an H200 and scaled), else CPU_MAX_PACK."""
+    import torch
+
+    cfg = cfgs[0]
+    if not str(cfg.train.device).startswith("cuda"):
+        return CPU_MAX_PACK
+    from grok.data import make_dataset  # noqa: F401  (import cost only where a GPU is used)
+
+    free, _ = torch.cuda.mem_get_info(torch.device(cfg.train.device))
+    return max(1, min(1024, int(0.5 * free / run_bytes(cfg))))
+
+
+def run_bytes(cfg) -> int:
+    """Rough bytes one run needs in a pack's training step: its largest activations (MLP pre and
+    post, residuals, float32 and float64 logits and their gradients) over every training pair,
+    plus weights, gradients and two optimizer moments."""
+    m = cfg.model
+    n = int(cfg.frac * cfg.p * cfg.p) + 1
+    width = 4 if cfg.train.dtype == "float32" else 8
+    acts = n * (4 * m.d_mlp + 8 * m.d_model + 2 * m.n_heads * m.d_head) * width + n * cfg.p * (2 * width + 3 * 8)
+    params = (cfg.p + 5) * m.d_model + 4 * m.n_heads * m.d_model * m.d_head + 2 * m.d_model * m.d_mlp \
+        + m.d_model * cfg.p
+    return acts + 4 * params * width
+
+
+def plan_packs(cfgs, max_pack: int | None) -> list[list[int]]:
+    """Indices of `cfgs` grouped into packs (see module docstring)."""
+    from grok.train import pack_key
+
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(cfgs):
+        groups.setdefault(pack_key(c), []).append(i)
+    packs = []
+    for idx in groups.values():
+        idx.sort(key=lambda i: (cfgs[i].frac, i))
+        size = max_pack or default_max_pack([cfgs[i] for i in idx])
+        packs += [idx[k:k + size] for k in range(0, len(idx), size)]
+    return packs
+
+
+class _RunLogs(logging.Handler):
+    """Sends each log record of a pack to its run's `launch.log` (records that name a run, via
+    `extra={"run": dir}`) or to every run's (records about the whole pack)."""
+
+    def __init__(self, run_dirs):
+        super().__init__()
+        fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        self.files = {}
+        for d in run_dirs:
+            h = logging.FileHandler(Path(d) / "launch.log")
+            h.setFormatter(fmt)
+            self.files[str(d)] = h
+
+    def emit(self, record):
+        target = getattr(record, "run", None)
+        for d, h in self.files.items():
+            if target is None or target == d:
+                h.handle(record)
+
+    def close(self):
+        for h in self.files.values():
+            h.close()
+        super().close()
+
+
+def prepare_jobs(hydra_context, config, jobs) -> list[tuple[Any, JobReturn]]:
+    """Compose each (overrides, job number) and make its folder as Hydra's launchers do; return
+    (task config, JobReturn) pairs, the config as the task function would receive it."""
+    out = []
+    for overrides, idx in jobs:
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        got = {}
+
+        def collect(cfg, got=got):
+            got["cfg"], got["dir"] = cfg, HydraConfig.get().runtime.output_dir
+            return got["dir"]
+
+        ret = run_job(hydra_context=hydra_context, task_function=collect, config=sweep_config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        out.append((got.get("cfg"), ret))
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return out
+
+
+def train_pack_jobs(prepared) -> list[JobReturn]:
+    """Train one pack of prepared jobs; their JobReturns with the summaries (or the error)."""
+    from grok.tracking import record_failure
+    from grok.train import train_pack
+
+    cfgs = [cfg for cfg, _ in prepared]
+    dirs = [ret.return_value for _, ret in prepared]
+    handler = _RunLogs(dirs)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        summaries = train_pack(cfgs, dirs)
+        for (_, ret), s in zip(prepared, summaries):
+            ret.return_value, ret.status = s, JobStatus.COMPLETED
+    except Exception as e:  # one failed pack never takes down the sweep
+        log.exception("pack of %d job(s) failed", len(dirs))
+        for (_, ret), d in zip(prepared, dirs):
+            record_failure(d, e)
+            ret.return_value, ret.status = e, JobStatus.FAILED
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    return [ret for _, ret in prepared]
+
+
+class PackedLauncher(Launcher):
+    """Trains every pack of the sweep in this process, one pack after another."""
+
+    def __init__(self, max_pack: int | None = None, **_: Any) -> None:
+        self.max_pack = max_pack
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        prepared = prepare_jobs(self.hydra_context, self.config, jobs)
+        packs = plan_packs([cfg for cfg, _ in prepared], self.max_pack)
+        log.info("%d job(s) in %d pack(s) of at most %s", len(jobs), len(packs),
+                 self.max_pack or "auto")
+        for k, pack in enumerate(packs):
+            log.info("pack %d: jobs %s", k, ", ".join(str(jobs[i][1]) for i in pack))
+            train_pack_jobs([prepared[i] for i in pack])
+        return [ret for _, ret in prepared]
+
+
+class SlurmPackedLauncher(BaseSubmititLauncher):
+    """One SLURM job (array task) per pack. Packs are planned here from the composed configs;
+    each job composes its configs again and trains its pack. USR2 (preemption, time limit) makes
+    every run of the pack checkpoint its exact step, then submitit requeues the job, which
+    resumes every run from its checkpoint."""
+
+    _EXECUTOR = "slurm"
+
+    def __init__(self, **params: Any) -> None:
+        self.max_pack = params.pop("max_pack", None)
+        super().__init__(**params)
+
+    def __call__(self, jobs, job_dir_key, job_num, job_id, singleton_state) -> list[JobReturn]:
+        import signal
+        import threading
+
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        rets = train_pack_jobs(prepare_jobs(self.hydra_context, self.config, jobs))
+        if threading.current_thread() is threading.main_thread():
+            # The pack is complete and on disk: a late time-limit warning has nothing to save.
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        return rets
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        cfgs = [self.hydra_context.config_loader.load_sweep_config(self.config, o) for o, _ in jobs]
+        if self.max_pack is None and any(str(c.train.device).startswith("cuda") for c in cfgs):
+            raise ValueError("hydra.launcher.max_pack must be set for slurm_packed with "
+                             "train.device=cuda (this node cannot see the compute nodes' GPUs)")
+        packs = plan_packs(cfgs, self.max_pack)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        params = dict(self.params)
+        executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),
+                                         slurm_max_num_timeout=params.pop("max_num_timeout"))
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
+        log.info("%d job(s) in %d SLURM pack job(s)", len(jobs), len(packs))
+        args = []
+        for k, pack in enumerate(packs):
+            members = [jobs[i] for i in pack]
+            log.info("\tpack %d: %s", k, "; ".join(
+                f"#{n} {' '.join(filter_overrides(o))}" for o, n in members))
+            args.append((members, "hydra.sweep.dir", k, f"pack_{k}", Singleton.get_state()))
+        submitted = executor.map_array(self, *zip(*args))
+        rets = []
+        for job, (members, *_) in zip(submitted, args):
+            try:
+                rets += job.results()[0]
+            except Exception as e:  # the pack job died outside training (node, OOM, ...)
+                log.error("pack job %s failed: %s", job.job_id, e)
+                rets += [_failed(e) for _ in members]
+        return rets
+
+
+def _failed(error: Exception) -> JobReturn:
+    ret = JobReturn()
+    ret.return_value, ret.status = error, JobStatus.FAILED
+    return ret
