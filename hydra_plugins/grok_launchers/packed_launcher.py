@@ -45,7 +45,8 @@ def run_bytes(cfg) -> int:
     m = cfg.model
     n = int(cfg.frac * cfg.p * cfg.p) + 1
     width = 4 if cfg.train.dtype == "float32" else 8
-    acts = n * (4 * m.d_mlp + 8 * m.d_model + 2 * m.n_heads * m.d_head) * width + n * cfg.p * (2 * width + 3 * 8)
+    acts = n * (4 * m.d_mlp + 8 * m.d_model + 2 * m.n_heads * m.d_head) * width
+    acts += n * cfg.p * (2 * width + 3 * 8)
     params = (cfg.p + 5) * m.d_model + 4 * m.n_heads * m.d_model * m.d_head + 2 * m.d_model * m.d_mlp \
         + m.d_model * cfg.p
     return acts + 4 * params * width

@@ -1,0 +1,103 @@
+"""`hydra/launcher=packed` end to end: a sweep trained as packs leaves exactly the records of
+single runs (files, keys, W&B runs), and in float64 the same results as the basic launcher."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from conftest import TINY, launch, read_metrics
+
+from grok.wandb_offline import find_run_files, read_run, wait_until_finished
+
+SWEEP = ["task=poly", "op=x+y,x-y,xy", "frac=0.5,0.7", "seed=0,1", *TINY, "train.steps=100",
+         "train.dtype=float64", "measures.full_every=2"]
+VOLATILE = {"wall_time_s", "steps_per_s", "sweep_id"}
+
+
+def sweep(tmp_path, name, *extra):
+    cwd = tmp_path / name
+    cwd.mkdir()
+    r = launch(["-m", *SWEEP, *extra], cwd)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep_dir,) = (cwd / "outputs" / "sweeps").iterdir()
+    return sweep_dir, r
+
+
+def files(job: Path) -> set[str]:
+    return {str(p.relative_to(job)) for p in job.rglob("*") if "wandb" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("packed")
+    packed, log = sweep(tmp, "packed", "hydra/launcher=packed", "hydra.launcher.max_pack=5")
+    basic, _ = sweep(tmp, "basic")
+    return packed, basic, log
+
+
+@pytest.mark.slow
+def test_packed_sweep_leaves_the_records_of_single_runs(sweeps):
+    packed, basic, log = sweeps
+    jobs = sorted((p for p in packed.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    assert len(jobs) == 12
+    assert "12 of 12 jobs complete" in log.stderr
+    assert "12 job(s) in 3 pack(s)" in log.stdout + log.stderr  # packs of at most 5
+    for job in jobs:
+        twin = basic / job.name
+        assert files(job) == files(twin) >= {"config.yaml", "metrics.jsonl", "summary.json",
+                                             "checkpoint.pt", "launch.log", ".hydra/config.yaml"}
+        assert (job / "config.yaml").read_text().replace(packed.name, "") == \
+            (twin / "config.yaml").read_text().replace(basic.name, "")
+        a, b = (json.loads((d / "summary.json").read_text()) for d in (job, twin))
+        assert a.keys() == b.keys() and a["status"] == "complete"
+        assert a["sweep_id"] == packed.name
+        # W&B: one run per job in the sweep's group, the local record's metrics
+        (f,) = find_run_files(job)
+        wait_until_finished(f)
+        w = read_run(f)
+        assert w["config"]["sweep_id"] == packed.name
+        history = {h["_step"]: h for h in w["history"]}
+        for row in read_metrics(job):
+            logged = history[row["step"]]
+            assert all(logged[k] == v for k, v in row.items())
+        # the run's own lines are in its own launch.log
+        assert f"{job.name}: " in (job / "launch.log").read_text()
+
+
+@pytest.mark.slow
+def test_packed_sweep_matches_the_basic_launcher_in_float64(sweeps):
+    packed, basic, _ = sweeps
+    for job in (p for p in packed.iterdir() if p.name.isdigit()):
+        a, b = (json.loads((d / "summary.json").read_text()) for d in (job, basic / job.name))
+        assert {k: v for k, v in a.items() if k not in VOLATILE} == \
+            {k: v for k, v in b.items() if k not in VOLATILE} or \
+            (a["verdict"] == b["verdict"] and a["steps"] == b["steps"])
+        ra, rb = read_metrics(job), read_metrics(basic / job.name)
+        assert [r.keys() for r in ra] == [r.keys() for r in rb]
+        for x, y in zip(ra, rb):
+            # A neuron's frequency is an argmax, and at init near-ties flip on 1e-16 differences;
+            # key_freqs (frequencies holding > 85% of a neuron's variance) are compared exactly.
+            assert x.get("key_freqs") == y.get("key_freqs")
+            for k, v in x.items():
+                if k in ("neuron_freq", "key_freqs"):
+                    continue
+                vals = zip(v, y[k]) if isinstance(v, list) else [(v, y[k])]
+                for u, w in vals:
+                    assert math.isclose(u, w, rel_tol=1e-6, abs_tol=1e-6), (job.name, k)
+
+
+@pytest.mark.slow
+def test_grid_table_of_a_packed_sweep(sweeps, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    packed, _, _ = sweeps
+    r = subprocess.run([sys.executable, "-m", "analysis", "grid", str(packed)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for op in ("x+y", "x-y", "xy"):
+        assert op in r.stdout
+    assert "0.5" in r.stdout and "0.7" in r.stdout
