@@ -15,8 +15,15 @@ EPS = 1e-8  # torch's default
 
 
 def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A per-run (R,) tensor shaped to broadcast over a parameter (R, ...)."""
-    return t.to(like.dtype).view(-1, *(1,) * (like.dim() - 1))
+    """A per-run (R,) tensor (already on like's device) shaped to broadcast over like (R, ...)."""
+    return t.view(-1, *(1,) * (like.dim() - 1))
+
+
+def _to_device(coeffs: dict, like: torch.Tensor) -> dict:
+    """Per-run coefficients, computed on the CPU in float64 as torch computes its Python-float
+    scalars, moved to the parameters' device and dtype in one transfer."""
+    stacked = torch.stack(list(coeffs.values())).to(like.dtype).to(like.device, non_blocking=True)
+    return dict(zip(coeffs, stacked))
 
 
 class PackOptimizer:
@@ -71,29 +78,32 @@ class PackOptimizer:
         hp, k = self.hp, self.steps.double()
         b1, b2, wd = hp["beta1"], hp["beta2"], hp["weight_decay"]
         # As torch's single-tensor Adam: Python-float (float64) scalars per run, then one cast.
-        step_size = lr / (1 - b1 ** k)
-        bc2_sqrt = (1 - b2 ** k).sqrt()
+        c = _to_device({"decay": 1 - lr * wd, "wd": wd, "1-b1": 1 - b1, "b2": b2, "1-b2": 1 - b2,
+                        "bc2_sqrt": (1 - b2 ** k).sqrt(), "-step_size": -(lr / (1 - b1 ** k))},
+                       next(iter(self.params.values())))
         for n, w in self.params.items():
             g = w.grad
             m, v = self.state["exp_avg"][n], self.state["exp_avg_sq"][n]
             if decoupled:
-                w.mul_(_col(1 - lr * wd, w))
+                w.mul_(_col(c["decay"], w))
             else:
-                g = g + _col(wd, w) * w
-            m.lerp_(g, _col(1 - b1, w))
-            v.mul_(_col(b2, w)).addcmul_(_col(1 - b2, w) * g, g)
-            denom = (v.sqrt() / _col(bc2_sqrt, w)).add_(EPS)
-            w.addcmul_(m / denom, _col(-step_size, w))
+                g = g + _col(c["wd"], w) * w
+            m.lerp_(g, _col(c["1-b1"], w))
+            v.mul_(_col(c["b2"], w)).addcmul_(_col(c["1-b2"], w) * g, g)
+            denom = (v.sqrt() / _col(c["bc2_sqrt"], w)).add_(EPS)
+            w.addcmul_(m / denom, _col(c["-step_size"], w))
 
     def _sgd(self, lr):
-        first = self.steps == 1
+        mom = self.hp["momentum"]
+        plain = ((self.steps == 1) | (mom == 0)).double()  # torch: the first buffer is the grad
+        c = _to_device({"wd": self.hp["weight_decay"], "mom": mom, "plain": plain, "-lr": -lr},
+                       next(iter(self.params.values())))
         for n, w in self.params.items():
-            g = w.grad + _col(self.hp["weight_decay"], w) * w
+            g = w.grad + _col(c["wd"], w) * w
             buf = self.state["momentum_buffer"][n]
-            mom = self.hp["momentum"]
-            new = torch.where(_col(first | (mom == 0), w).bool(), g, buf * _col(mom, w) + g)
+            new = torch.where(_col(c["plain"], w).bool(), g, buf * _col(c["mom"], w) + g)
             buf.copy_(new)
-            w.addcmul_(new, _col(-lr, w))
+            w.addcmul_(new, _col(c["-lr"], w))
 
     # -- per-run state (checkpoints) and compaction --------------------------------------
 
