@@ -144,11 +144,14 @@ class Transformer(nn.Module):
             pos = torch.arange(n, device=dev)
         P = T.shape[1]
         r_last = T[:, -1]                                          # (R, V, d)
-        q = torch.einsum("rvd,rhde->rhve", r_last, w["W_Q"])        # (R, h, V, e)
-        k = torch.einsum("rpvd,rhde->rhpve", T, w["W_K"])           # (R, h, P, V, e)
-        v = torch.einsum("rpvd,rhde->rpvhe", T, w["W_V"])           # (R, P, V, h, e)
+        # Plain matmuls broadcast over (run, head[, position]), not einsum: einsum picks its
+        # contraction order from the shapes (a pack of one takes another path than a pack of two),
+        # which would make a run's rounding depend on its pack.
+        q = r_last.unsqueeze(1) @ w["W_Q"]                         # (R, h, V, e)
+        k = T.unsqueeze(1) @ w["W_K"].unsqueeze(2)                 # (R, h, P, V, e)
+        v = (T.unsqueeze(1) @ w["W_V"].unsqueeze(2)).permute(0, 2, 3, 1, 4)  # (R, P, V, h, e)
         # Score of query token a against key token b at table position i: (R, P, V_a, V_b, h).
-        scores = torch.einsum("rhae,rhpbe->rpabh", q, k) / math.sqrt(e)
+        scores = (q.unsqueeze(2) @ k.transpose(-1, -2)).permute(0, 2, 3, 4, 1) / math.sqrt(e)
         t_last = tokens[:, :, -1]
         run = torch.arange(R, device=dev).view(R, 1, 1)
         # Flat indices into the tables; index_select has a far cheaper backward than T[idx].
@@ -171,13 +174,12 @@ class Transformer(nn.Module):
         x = w["W_E"][run, tokens]                                  # (R, B, n, d)
         if w["W_pos"] is not None:
             x = x + w["W_pos"][:, :n].unsqueeze(1)
-        q = torch.einsum("rbnd,rhde->rbhne", x, w["W_Q"])
-        k = torch.einsum("rbnd,rhde->rbhne", x, w["W_K"])
-        v = torch.einsum("rbnd,rhde->rbhne", x, w["W_V"])
+        xh = x.unsqueeze(2)                                        # (R, B, 1, n, d)
+        q, k, v = (xh @ w[name].unsqueeze(1) for name in ("W_Q", "W_K", "W_V"))  # (R, B, h, n, e)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_head)
         mask = torch.ones(n, n, dtype=torch.bool, device=tokens.device).triu(1)
         attn = scores.masked_fill(mask, float("-inf")).softmax(dim=-1)
-        x = x + torch.einsum("rbhne,rhed->rbnd", attn @ v, w["W_O"])
+        x = x + ((attn @ v) @ w["W_O"].unsqueeze(1)).sum(dim=2)    # heads summed
         return x, attn
 
     def W_L(self) -> torch.Tensor:
