@@ -26,10 +26,11 @@ def _is_hydra_override(o) -> bool:
     return re.split(r"[./]", o.key_or_group.lstrip("+~"), maxsplit=1)[0] == "hydra"
 
 
-def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
+def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool, bool]:
     """The override list of every job this command line would launch, as Hydra's basic sweeper
     builds it: sweep params of the config (an experiment's `hydra.sweeper.params`), then the
-    command line. hydra.* overrides are left out: they do not change a job's config."""
+    command line. hydra.* overrides are left out: they do not change a job's config. Also
+    returns whether this is a multirun, and whether its jobs run on other nodes (SLURM)."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.utils import get_args_parser
@@ -44,11 +45,13 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
              if o.is_sweep_override() else o.input_line for o in everything]
     with initialize_config_dir(str(CONF), version_base="1.3"):
         hydra_cfg = compose("config", overrides=first, return_hydra_config=True).hydra
+    # Jobs that run on other nodes (SLURM) check their CUDA device there, not here.
+    remote = args.multirun and "slurm" in str(hydra_cfg.launcher.get("_target_", "")).lower()
     if not args.multirun:
-        return [[o.input_line for o in parsed]], False
+        return [[o.input_line for o in parsed]], False, False
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
     parsed = parser.parse_overrides(params + [o.input_line for o in parsed])
-    return BasicSweeper.split_arguments(parsed, None)[0], True
+    return BasicSweeper.split_arguments(parsed, None)[0], True, remote
 
 
 def _one_line(e: Exception) -> str:
@@ -76,7 +79,7 @@ def preflight(argv: list[str]) -> tuple[str | None, int]:
     groups = {p.name for p in CONF.iterdir() if p.is_dir()}
     parser = OverridesParser.create()
     try:
-        jobs, _ = expand_jobs(argv)
+        jobs, _, remote = expand_jobs(argv)
         with initialize_config_dir(str(CONF), version_base="1.3"):
             base = {}
             for job in jobs:
@@ -88,7 +91,7 @@ def preflight(argv: list[str]) -> tuple[str | None, int]:
                 cfg = OmegaConf.create(base[key])  # a copy; struct flag carried over
                 ConfigLoaderImpl._apply_overrides_to_config(
                     [o for o, g in zip(overrides, is_group) if not g], cfg)
-                validate(cfg)
+                validate(cfg, device_here=not remote)
     except ConfigError as e:
         return str(e), 0
     except HydraException as e:

@@ -26,9 +26,15 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from grok import measures  # noqa: E402
 from grok.config import validate  # noqa: E402
-from grok.data import full_grid, make_dataset, vocab_size  # noqa: E402
+from grok.data import (  # noqa: E402
+    PackBatch,  # noqa: E402
+    full_grid,
+    make_dataset,
+    vocab_size,
+)
 from grok.model import build_model  # noqa: E402
-from grok.train import loss_fn, make_optimizer  # noqa: E402
+from grok.train import make_optimizer  # noqa: E402
+from grok.train import step as train_step  # noqa: E402
 
 
 def timed(fn, reps):
@@ -55,16 +61,15 @@ def main():
     grid = full_grid(op, cfg.p, cfg.model.layout, data)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, vocab_size(cfg.model.layout, cfg.p), cfg.p)
-    opt, sched = make_optimizer(cfg.optimizer, model)
+    pack = type(model).stack([model])  # the trainer's pack of one; measures read its run view
+    opt = make_optimizer([cfg], dict(pack.named_parameters()))
+    batch = PackBatch.pad([(x, y)])
+    model = pack.run(0)
     keys = list(range(1, args.key_freqs + 1))
     direction = measures.op_direction(op)
 
     def step():
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        train_step(pack, opt, batch)
 
     def cheap():
         measures.compute(model, cfg.p, None, None, None, op, full=False)

@@ -8,8 +8,8 @@ Defaults are the reference config of Nanda et al. (`experiment=nanda`: x+y mod 1
 3831 train pairs, d_model 128, 4 heads x 32, d_mlp 512, learned positions, MLP biases, AdamW lr
 1e-3 betas (0.9, 0.98) wd 1). The config is composed with Hydra from conf/, the data, model,
 loss and optimizer come from grok.data / grok.model / grok.train, so the step timed is the
-trainer's step: forward, float64 cross-entropy (grok.train.loss_fn), backward, optimizer step
-(+ scheduler step). Both impls start from the same weights and are timed in the same process,
+trainer's step (grok.train.step on a pack of one): forward, float64 cross-entropy, backward,
+optimizer update. Both impls start from the same weights and are timed in the same process,
 interleaved in short blocks so machine noise lands on both, after a warmup. A check line reports
 the max abs difference of logits and gradients between the impls in float64.
 
@@ -31,9 +31,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from grok.config import validate  # noqa: E402
-from grok.data import make_dataset, vocab_size  # noqa: E402
-from grok.model import build_model  # noqa: E402
-from grok.train import loss_fn, make_optimizer  # noqa: E402
+from grok.data import PackBatch, make_dataset, vocab_size  # noqa: E402
+from grok.model import Transformer, build_model  # noqa: E402
+from grok.runs import loss_fn  # noqa: E402
+from grok.train import make_optimizer  # noqa: E402
+from grok.train import step as train_step  # noqa: E402
 
 IMPLS = ("tables", "full")
 
@@ -116,17 +118,13 @@ def main(argv=None):
     dl, dg = check(cfg, op, x, y)
     print(f"check float64 tables vs full: max |d logits| {dl:.2e}, max |d grad| {dg:.2e}")
 
-    models = make_models(cfg, op)
-    opts = {impl: make_optimizer(cfg.optimizer, mod) for impl, mod in models.items()}
+    models = {impl: Transformer.stack([m]) for impl, m in make_models(cfg, op).items()}  # packs of one
+    opts = {impl: make_optimizer([cfg], dict(mod.named_parameters())) for impl, mod in models.items()}
+    batch = PackBatch.pad([(x, y)])
 
     def step(impl):
-        model, (opt, sched) = models[impl], opts[impl]
         t0 = time.perf_counter()
-        loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        train_step(models[impl], opts[impl], batch)
         return time.perf_counter() - t0
 
     for impl in IMPLS:

@@ -45,7 +45,11 @@ def load(path: Path, cfg: DictConfig) -> dict | None:
     """The checkpoint at `path` if there is one, after checking it was made by this config."""
     if not path.exists():
         return None
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or holding objects other than tensors
+        raise RuntimeError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]}); move it away to start this run again") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise RuntimeError(f"{path} is not a checkpoint this version can resume; use a new run folder")
     changed = diff(ck["fingerprint"], fingerprint(cfg))

@@ -59,13 +59,14 @@ def _choice(cfg, key, options):
     return v
 
 
-def _device(cfg) -> None:
-    """cpu, cuda or cuda:N, and CUDA must be there (torch is imported only to check that)."""
+def _device(cfg, here: bool) -> None:
+    """cpu, cuda or cuda:N; with `here`, CUDA must be on this machine (torch is imported only to
+    check that). Jobs sent to a cluster are checked on their node instead."""
     v = _select(cfg, "train.device")
     ok = isinstance(v, str) and re.fullmatch(r"cpu|cuda(:\d+)?", v)
     if not ok:
         raise ConfigError(f"train.device={v!r}: must be cpu, cuda or cuda:N")
-    if v.startswith("cuda"):
+    if here and v.startswith("cuda"):
         import torch
 
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -75,8 +76,9 @@ def _device(cfg) -> None:
                 "CUDA is not available on this machine" if not n else f"only {n} CUDA device(s)"))
 
 
-def validate(cfg: DictConfig) -> Op:
-    """Raise ConfigError on the first bad value; return the parsed op."""
+def validate(cfg: DictConfig, device_here: bool = True) -> Op:
+    """Raise ConfigError on the first bad value; return the parsed op. `device_here=False` skips
+    the check that the CUDA device exists on this machine (for jobs sent to other nodes)."""
     task = _choice(cfg, "task.name", TASKS)
     try:
         op = parse_op(cfg.op)
@@ -103,7 +105,7 @@ def validate(cfg: DictConfig) -> Op:
     for key in ("steps", "eval_every", "checkpoint_every"):
         _int(cfg, f"train.{key}", lo=1)
     _choice(cfg, "train.dtype", DTYPES)
-    _device(cfg)
+    _device(cfg, device_here)
     if cfg.train.threads is not None:
         _int(cfg, "train.threads", lo=1)
     if cfg.train.early_stop_after is not None:

@@ -38,7 +38,13 @@ BAD = [
     (["train.steps=0"], "train.steps=0"),
     (["-m", "task=poly", "op=x+y,x+q"], "x+q"),       # one bad job stops the whole sweep up front
     (["-m", "frac=0.5,1.5"], "frac=1.5"),
+    (["train.dtype=float16"], "float16"),
+    (["train.device=banana"], "banana"),
+    (["train.threads=-1"], "train.threads=-1"),
+    (["-m", "hydra/launcher=packed", "seed=0,1", "train.dtype=half"], "half"),
 ]
+if not __import__("torch").cuda.is_available():  # checked up front where the jobs run here
+    BAD.append((["-m", "hydra/launcher=packed", "train.device=cuda", "seed=0,1"], "cuda"))
 
 
 @pytest.mark.parametrize("args,named", BAD, ids=[" ".join(a) for a, _ in BAD])
@@ -88,14 +94,18 @@ def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
     assert len(groups) == 1 and groups.pop() == summary["sweep_id"]
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
-def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "packed"])
+def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path, launcher):
+    """Job 0 finds a corrupt checkpoint in its folder (a fault no up-front check can see)."""
     sweep = tmp_path / "sweep"
-    r = launch(["-m", "train.device=cuda,cpu", *TINY, "train.steps=20", "logger=none",
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    extra = ["hydra/launcher=packed", "hydra.launcher.max_pack=1"] if launcher == "packed" else []
+    r = launch(["-m", *extra, "seed=0,1", *TINY, "train.steps=20", "logger=none",
                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode != 0
     failed = json.loads((sweep / "0" / "summary.json").read_text())
-    assert failed["status"] == "failed" and "CUDA" in failed["error"]
+    assert failed["status"] == "failed" and "checkpoint" in failed["error"].lower()
     assert "Traceback" in (sweep / "0" / "launch.log").read_text()
     assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "complete"
     assert "1 of 2 jobs complete" in r.stderr
