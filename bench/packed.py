@@ -139,9 +139,10 @@ def block_time(fn, n, sync):
 
 def measure_pair(pack, base, args, sync):
     """Interleaved block means (s/step) of `pack` and of the pack of one `base`."""
-    for _ in range(args.warmup):
+    for _ in range(max(0, args.warmup - 1)):
         pack.step()
         base.step()
+    # the last warmup step of each is timed, to size the blocks
     t_pack, t_base = block_time(pack.step, 1, sync), block_time(base.step, 1, sync)
     # the baseline's blocks last about as long as the pack's, so both see the same machine
     base_block = max(1, min(1000, round(args.block * t_pack / max(t_base, 1e-9))))
@@ -162,7 +163,8 @@ def measure_pair(pack, base, args, sync):
 def time_eval(b, args, sync):
     with torch.no_grad():
         logits = b.model(b.train.tokens)
-    b.eval(logits)  # warmup
+    if not args.device.startswith("cpu"):
+        b.eval(logits)  # warmup (on the CPU the forward above is one)
     return statistics.median(block_time(lambda: b.eval(logits), 1, sync) for _ in range(args.eval_reps))
 
 
@@ -317,7 +319,8 @@ def main(argv=None):
                          "on CUDA growth stops at the first size out of memory)")
     ap.add_argument("--fracs", default="0.3,0.9", help="train fractions, one pack per size and frac")
     ap.add_argument("--ops", default=OPS, help="ops cycled through a pack's runs (seeds count up)")
-    ap.add_argument("--warmup", type=int, default=None, help="unmeasured steps per pack first")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="unmeasured steps per pack first (the last one sizes the blocks)")
     ap.add_argument("--block", type=int, default=None, help="pack steps per timed block")
     ap.add_argument("--steps", type=int, default=None, help="measured pack steps per size and frac")
     ap.add_argument("--budget", type=float, default=None,
@@ -362,6 +365,9 @@ def main(argv=None):
           f"{m.d_head}, d_mlp {m.d_mlp}, pos_embed {m.pos_embed}, mlp_bias {m.mlp_bias}, impl {m.impl}); "
           f"{o.name} lr {o.lr} betas {tuple(o.betas)} wd {o.weight_decay}; runs cycle ops "
           f"{', '.join(ops)} with seeds 0, 1, ...")
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1):
+        print(f"note: load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus before the start: other "
+              "processes share this machine and the figures below are noisy")
     print(f"timing: {args.warmup} warmup, blocks of {args.block} pack steps, up to {args.steps} pack steps "
           f"or {args.budget:.0f} s per size (baseline blocks of equal time), medians of block means")
 
@@ -371,6 +377,8 @@ def main(argv=None):
             check(base_cfg)
         results = bench(args, base_cfg, ops, sizes, fracs, device, dtype, sync)
         project(results, args)
+        if hasattr(os, "getloadavg"):
+            print(f"load avg at the end {os.getloadavg()[0]:.2f}")
     finally:
         torch.set_flush_denormal(False)  # torch's default, as grok.train leaves it
 
