@@ -77,8 +77,10 @@ class PackBatch:
     n: torch.Tensor
 
     @classmethod
-    def pad(cls, sets: list[tuple[torch.Tensor, torch.Tensor]]) -> "PackBatch":
-        N = max(len(y) for _, y in sets)
+    def pad(cls, sets: list[tuple[torch.Tensor, torch.Tensor]], length: int = 0) -> "PackBatch":
+        """Pad to the longest set, or to `length` if that is longer (a resumed pack pads as
+        the pack it resumes did, so its runs round exactly as before)."""
+        N = max(length, *(len(y) for _, y in sets))
         tokens, targets = [], []
         for x, y in sets:
             fill = N - len(y)

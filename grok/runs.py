@@ -127,19 +127,21 @@ class Run:
 
     # -- what the run leaves in its folder ----------------------------------------------------
 
-    def save(self, model: Transformer, opt_state: dict, done: bool = False) -> None:
-        """This run's checkpoint; `model` is this run's single view (copied out of the pack)."""
+    def save(self, model: Transformer, opt_state: dict, padded: tuple[int, int],
+             done: bool = False) -> None:
+        """This run's checkpoint; `model` is this run's single view (copied out of the pack),
+        `padded` the pack's padded train and test lengths."""
         checkpoint.save(self.dir / CHECKPOINT, {
             "done": done, "early_stopped": self.early_stopped, "diverged": self.diverged,
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": opt_state, "step": self.step, "metrics": self.metrics,
-            "elapsed": self.wall(), "wandb_id": self.wandb_id,
+            "elapsed": self.wall(), "wandb_id": self.wandb_id, "padded": list(padded),
             "fingerprint": checkpoint.fingerprint(self.cfg)})
 
     def wall(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
 
-    def finish(self, model: Transformer, opt_state: dict) -> dict:
+    def finish(self, model: Transformer, opt_state: dict, padded: tuple[int, int]) -> dict:
         """Summary, final checkpoint (which also makes re-running a finished job a no-op), W&B."""
         cfg, m = self.cfg, self.metrics
         summary = {
@@ -157,7 +159,7 @@ class Run:
             "resumed_from": self.start_step or None, "sweep_id": str(cfg.sweep_id),
         }
         self.record.write_summary(summary)
-        self.save(model, opt_state, done=True)
+        self.save(model, opt_state, padded, done=True)
         self.wandb.finish(summary)
         log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
                  self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],

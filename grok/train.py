@@ -70,8 +70,11 @@ class Pack:
         for i, r in enumerate(runs):
             if r.ck:
                 self.opt.load_run_state(i, r.ck["optimizer"])
-        self.train = PackBatch.pad([r.data.train for r in runs]).to(device)
-        self.test = PackBatch.pad([r.data.test for r in runs]).to(device)
+        # A resumed run pads as its pack did before (its checkpoint says how far): padding
+        # changes no value, but the length of a sum changes its float rounding.
+        pads = [r.ck.get("padded", (0, 0)) if r.ck else (0, 0) for r in runs]
+        self.train = PackBatch.pad([r.data.train for r in runs], max(p[0] for p in pads)).to(device)
+        self.test = PackBatch.pad([r.data.test for r in runs], max(p[1] for p in pads)).to(device)
 
     def compact(self, keep: list[int]) -> None:
         """Slice out every run not in `keep`: finished runs then cost nothing."""
@@ -82,7 +85,10 @@ class Pack:
         self.train, self.test = self.train.select(idx), self.test.select(idx)
 
     def save(self, i: int, done: bool = False) -> None:
-        self.runs[i].save(self.model.run(i), self.opt.run_state(i), done=done)
+        self.runs[i].save(self.model.run(i), self.opt.run_state(i), self.padded(), done=done)
+
+    def padded(self) -> tuple[int, int]:
+        return self.train.targets.shape[1], self.test.targets.shape[1]
 
 
 def step(model: Transformer, opt: PackOptimizer, batch: PackBatch, losses=None) -> torch.Tensor:
@@ -183,7 +189,7 @@ def train_runs(runs: list[Run], device, dtype) -> None:
             losses = loss_fn(logits, pack.train.targets)
             stopped = evaluate(pack, due, logits, losses) if due else []
             for i in stopped:
-                pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i))
+                pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i), pack.padded())
             alive = [i for i, r in enumerate(pack.runs) if r is not None and i not in stopped]
             if not alive:
                 break

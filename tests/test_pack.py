@@ -468,3 +468,28 @@ def test_a_pack_refuses_runs_of_other_shapes(tmp_path):
         with pytest.raises(ValueError, match="must share"):
             train_pack([cfg, compose_cfg([*BASE, *other])], [tmp_path / "x", tmp_path / "y"])
     assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def test_a_relaunched_pack_pads_as_before_when_its_longest_run_has_finished(tmp_path, monkeypatch):
+    """The run with the most examples stops early; the pack is killed after a later checkpoint
+    and relaunched without it. The survivor must pad as before (its checkpoint says how far):
+    padding changes no value, but a longer sum rounds differently in float32."""
+    base = ["logger=none", *TINY, "task=poly", "measures=off"]
+    cfgs = [compose_cfg([*base, "op=x-y", "frac=0.3"]),
+            compose_cfg([*base, "op=xy", "frac=0.5", "seed=3", *settle(20)])]
+    train_pack(cfgs, [tmp_path / "ref_r", tmp_path / "ref_s"])
+    save = Pack.save
+
+    def save_then_die(self, i, done=False):  # as a SIGKILL right after r's step-40 checkpoint
+        save(self, i, done)
+        if self.runs[i].step == 40:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Pack, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cfgs, [tmp_path / "r", tmp_path / "s"])
+    monkeypatch.setattr(Pack, "save", save)
+    assert summary(tmp_path / "s")["early_stopped"] and not (tmp_path / "r" / "summary.json").exists()
+    train_pack(cfgs, [tmp_path / "r", tmp_path / "s"])
+    assert summary(tmp_path / "r")["resumed_from"] == 40
+    assert_same_run(tmp_path / "ref_r", tmp_path / "r")
