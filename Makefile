@@ -28,9 +28,10 @@ slurm-up: ## Start a single-node SLURM here (root; installs Debian packages if m
 slurm-down: ## Stop it
 	scripts/slurm-local.sh down
 
-bench: ## Reference config: token-table vs every-position step time; cost of the measures
+bench: ## Step time (token tables vs every position), cost of the measures, packs vs single runs
 	$(PY) bench/step_time.py
 	$(PY) bench/measures_cost.py
+	$(PY) bench/packed.py --sizes 1,2,4,8 --fracs 0.3,0.9 --check
 
 grid-table: ## Grok/no-grok table of the latest sweep, or of SWEEP="dir [dir...]"
 	$(PY) -m analysis grid $(SWEEP)
