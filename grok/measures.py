@@ -1,4 +1,4 @@
-"""Progress measures of the grokking papers (SCIENCE.md section 3), as pure functions.
+"""Progress measures of the grokking papers (Nanda et al. 2023; Furuta et al. 2024), as pure functions.
 
 Everything is computed in float64 from the model's weights and from one forward pass over the p*p
 grid of inputs (x-major), so the training loop can call `compute` at eval points and log the flat
@@ -206,7 +206,7 @@ def key_directions(p: int, key_freqs, direction) -> torch.Tensor:
 
     Why these span the right thing: cos(w(x+y)) = cos wx cos wy - sin wx sin wy and sin(w(x+y)) =
     sin wx cos wy + cos wx sin wy, so for x+y they are exactly the 2D-Fourier directions of
-    SCIENCE.md; for x-y the cross terms flip sign (cos(w(x-y)) = cos wx cos wy + sin wx sin wy);
+    Nanda et al.; for x-y the cross terms flip sign (cos(w(x-y)) = cos wx cos wy + sin wx sin wy);
     for a*x + b*y the frequencies on x and y are a*k and b*k mod p. A constant c only shifts the
     phase, rotating cos into sin within the same span, so it is ignored. Frequency pairs are
     reduced mod p and up to sign (cos even, sin odd): a pair that is 0 mod p is the constant, one

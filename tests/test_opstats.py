@@ -18,7 +18,7 @@ from analysis.opstats import (
 )
 from grok.ops import parse_op
 
-# Seed 002, Appendix I, Table 5 (SCIENCE.md section 1), written in the op language.
+# Seed 002 (Furuta et al.), Appendix I, Table 5, written in the op language.
 SEED002 = {
     "elementary": ["x+y", "x-y", "x*y", "x/y"],
     "linear": ["2x+y", "2x-y", "2x+3y", "2x-3y"],
