@@ -190,7 +190,8 @@ def train_runs(runs: list[Run], device, dtype) -> None:
             stopped = evaluate(pack, due, logits, losses) if due else []
             for i in stopped:
                 pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i), pack.padded())
-            alive = [i for i, r in enumerate(pack.runs) if r is not None and i not in stopped]
+            gone = set(stopped)
+            alive = [i for i, r in enumerate(pack.runs) if r is not None and i not in gone]
             if not alive:
                 break
             step(pack.model, pack.opt, pack.train, losses)
@@ -201,7 +202,7 @@ def train_runs(runs: list[Run], device, dtype) -> None:
                     pack.save(i)
             # Stopped runs took one more (discarded) update above; once they are half of the
             # pack, slice them out. Each remaining run's arithmetic is unchanged by this.
-            pack.runs = [r if i in alive else None for i, r in enumerate(pack.runs)]
+            pack.runs = [None if i in gone else r for i, r in enumerate(pack.runs)]
             if stopped and (len(pack.runs) - len(alive)) * 2 >= len(pack.runs):
                 log.info("compacting the pack: %d of %d runs left", len(alive), len(pack.runs))
                 pack.compact(alive)
