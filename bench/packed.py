@@ -57,7 +57,7 @@ from grok.config import validate  # noqa: E402
 from grok.data import PackBatch, make_dataset, vocab_size  # noqa: E402
 from grok.model import Transformer, build_model  # noqa: E402
 from grok.runs import accuracy, loss_fn  # noqa: E402
-from grok.train import DTYPES, make_optimizer, step  # noqa: E402
+from grok.train import DTYPES, chunk_size, make_optimizer, step  # noqa: E402
 
 OPS = "x+y,x-y,x*y,x2+y2"
 TABLE = REPO / "conf" / "experiment" / "furuta_table.yaml"
@@ -106,9 +106,10 @@ class Bench:
         self.train = PackBatch.pad([d.train for d in datas]).to(device)
         self.test = PackBatch.pad([d.test for d in datas]).to(device)
         self.n_train = int(self.train.n.max())
+        self.chunk = chunk_size(cfgs[0], self.train.targets.shape[1])  # as the trainer chooses
 
     def step(self):
-        step(self.model, self.opt, self.train)
+        step(self.model, self.opt, self.train, self.chunk)
 
     @torch.no_grad()
     def eval(self, train_logits):
@@ -313,6 +314,8 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls on CUDA (default off)")
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="runs per forward/backward (default: the trainer's train.chunk=null choice)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--sizes", default=None,
                     help="pack sizes, comma-separated (cpu default 1,8,32; cuda 1,8,32,128,256,512; "
@@ -355,7 +358,8 @@ def main(argv=None):
     sync = make_sync(device)
 
     base_cfg = compose(["experiment=furuta", "logger=none", "task=poly", f"op={ops[0]}",
-                        f"train.device={args.device}", f"train.dtype={args.dtype}"])
+                        f"train.device={args.device}", f"train.dtype={args.dtype}",
+                        f"train.chunk={args.chunk or 'null'}"])
     m, o = base_cfg.model, base_cfg.optimizer
     load = f", load avg {os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else ""
     print(f"device {device_name(device)} ({args.device}), torch {torch.__version__}, "

@@ -106,8 +106,9 @@ def validate(cfg: DictConfig, device_here: bool = True) -> Op:
         _int(cfg, f"train.{key}", lo=1)
     _choice(cfg, "train.dtype", DTYPES)
     _device(cfg, device_here)
-    if cfg.train.threads is not None:
-        _int(cfg, "train.threads", lo=1)
+    for key in ("threads", "chunk"):
+        if cfg.train.get(key) is not None:
+            _int(cfg, f"train.{key}", lo=1)
     if cfg.train.early_stop_after is not None:
         _int(cfg, "train.early_stop_after", lo=0)
     _int(cfg, "measures.every", lo=0)

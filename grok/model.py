@@ -91,16 +91,25 @@ class Transformer(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------
 
-    def _weights(self) -> dict:
-        """Every parameter with a leading run axis (a single model is a pack of one)."""
-        return {n: None if (w := getattr(self, n)) is None else (w if self.n_runs else w.unsqueeze(0))
-                for n in PARAMS}
+    def _weights(self, runs: slice | None = None) -> dict:
+        """Every parameter with a leading run axis (a single model is a pack of one); `runs`
+        picks a part of a pack (its gradients flow back into the pack's parameters)."""
+        out = {}
+        for n in PARAMS:
+            w = getattr(self, n)
+            if w is not None:
+                w = w if self.n_runs else w.unsqueeze(0)
+                w = w if runs is None else w[runs]
+            out[n] = w
+        return out
 
-    def forward(self, tokens: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, cache: dict | None = None,
+                runs: slice | None = None) -> torch.Tensor:
         """Logits at the last position: (N, p) for tokens (N, T), or (R, N, p) for a pack's
-        tokens (R, N, T). `cache`, if given, receives the activations the progress measures read:
-        attention pattern, MLP pre/post activations, final residual."""
-        w = self._weights()
+        tokens (R, N, T) (or for the runs `runs` of the pack only). `cache`, if given, receives
+        the activations the progress measures read: attention pattern, MLP pre/post
+        activations, final residual."""
+        w = self._weights(runs)
         x = tokens if self.n_runs else tokens.unsqueeze(0)
         if self.impl == "full":
             resid, attn = self._attend_full(w, x)

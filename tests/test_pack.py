@@ -493,3 +493,19 @@ def test_a_relaunched_pack_pads_as_before_when_its_longest_run_has_finished(tmp_
     train_pack(cfgs, [tmp_path / "r", tmp_path / "s"])
     assert summary(tmp_path / "r")["resumed_from"] == 40
     assert_same_run(tmp_path / "ref_r", tmp_path / "r")
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_chunked_forward_changes_no_run_by_a_bit(tmp_path, chunk):
+    """A CPU pack runs its forward and backward a few runs at a time (cache-sized chunks); the
+    runs' records and weights are those of the whole pack in one forward, bit for bit."""
+    base = ["logger=none", *TINY, "task=poly", "measures=default", "measures.full_every=2"]
+    variants = [["op=x+y", "frac=0.5"], ["op=x-y", "frac=0.7", "seed=1"],
+                ["op=xy", "frac=0.3", "seed=2", *settle(20)]]
+    whole = [compose_cfg([*base, *v, "train.chunk=8"]) for v in variants]
+    parts = [compose_cfg([*base, *v, f"train.chunk={chunk}"]) for v in variants]
+    train_pack(whole, [tmp_path / f"whole{i}" for i in range(3)])
+    train_pack(parts, [tmp_path / f"part{i}" for i in range(3)])
+    for i in range(3):
+        assert_same_run(tmp_path / f"whole{i}", tmp_path / f"part{i}")
+    assert summary(tmp_path / "part2")["early_stopped"]

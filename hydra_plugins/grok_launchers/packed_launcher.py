@@ -21,20 +21,15 @@ from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
-# On a CPU a pack gains only while its activations stay in cache: measured on a 2-core EPYC at
-# p=97 (d_mlp 512), a pack of 2 at frac 0.3 ran 1.06x the run-steps/s of single runs, packs of
-# 8 (0.3) or 2 (0.9) ran 0.74x-0.79x. So a CPU pack keeps its MLP activations under this many bytes.
-CPU_PACK_BYTES = 12e6
+CPU_MAX_PACK = 16  # a CPU pack runs in cache-sized chunks (grok.train.chunk_size) and gains little
 MAX_PACK = 1024
 
 
 def default_max_pack(cfg) -> int:
     """The most runs per pack, for a pack whose largest train set is `cfg`'s: on a GPU as many as
-    about half its free memory holds (`run_bytes`), on a CPU as many as CPU_PACK_BYTES allows."""
-    width = 4 if cfg.train.dtype == "float32" else 8
+    about half its free memory holds (`run_bytes`), on a CPU CPU_MAX_PACK."""
     if not str(cfg.train.device).startswith("cuda"):
-        mlp = n_train(cfg) * cfg.model.d_mlp * width
-        return max(1, min(MAX_PACK, int(CPU_PACK_BYTES // mlp)))
+        return CPU_MAX_PACK
     import torch
 
     free, _ = torch.cuda.mem_get_info(torch.device(cfg.train.device))
