@@ -6,10 +6,11 @@ leading run axis and trained together; nothing mixes runs, so each run's arithme
 the same run alone, and a single run is a pack of one (`run`). The pieces:
 
 - `Pack`: the stacked model, the pack optimizer and the padded train/test examples.
-- `step`: one full-batch step of every run (forward, float64 loss, backward, update).
+- `forward_backward`: every run's float64 mean loss and its gradient, a chunk of runs at a time
+  (cache-sized on a CPU); `step` adds the update (what the benchmarks time).
 - `grok.runs.Run`: one run's evaluation, stop policy, checkpoint and summary.
-- `train_pack`: the loop that ties them together: evaluate the runs that are due, stop the runs
-  that are done, step, checkpoint, and compact the pack once half of it has stopped.
+- `train_runs`: the loop that ties them together: gradients, evaluate the runs that are due,
+  stop the runs that are done, update, checkpoint, and compact the pack once half has stopped.
 
 Every run keeps its own checkpoint, so a pack killed at any point and relaunched ends
 bit-identical (on CPU) to one that never stopped.
