@@ -69,25 +69,22 @@ class Transformer(nn.Module):
     def run(self, r: int) -> "Transformer":
         """Run r of a pack as a single model whose parameters are views of the pack's (no copy,
         no gradient): what the progress measures and the run's own checkpoint read."""
-        single = Transformer.__new__(Transformer)
-        nn.Module.__init__(single)
-        single.impl, single.n_ctx, single.d_head, single.n_runs = self.impl, self.n_ctx, self.d_head, None
-        single.dims = self.dims
-        for name in PARAMS:
-            w = getattr(self, name)
-            setattr(single, name, None if w is None else nn.Parameter(w.detach()[r], requires_grad=False))
-        return single
+        return self._with(None, lambda w: nn.Parameter(w.detach()[r], requires_grad=False))
 
     def select(self, keep: torch.Tensor) -> "Transformer":
         """A smaller pack of the runs at indices `keep` (copies): compaction of a pack."""
-        pack = Transformer.__new__(Transformer)
-        nn.Module.__init__(pack)
-        pack.impl, pack.n_ctx, pack.d_head, pack.dims = self.impl, self.n_ctx, self.d_head, self.dims
-        pack.n_runs = len(keep)
+        return self._with(len(keep), lambda w: nn.Parameter(w.detach().index_select(0, keep)))
+
+    def _with(self, n_runs: int | None, take) -> "Transformer":
+        """A model of these dims holding `take(w)` of each parameter w (no initialisation)."""
+        out = Transformer.__new__(Transformer)
+        nn.Module.__init__(out)
+        out.impl, out.n_ctx, out.d_head, out.dims, out.n_runs = (
+            self.impl, self.n_ctx, self.d_head, self.dims, n_runs)
         for name in PARAMS:
             w = getattr(self, name)
-            setattr(pack, name, None if w is None else nn.Parameter(w.detach().index_select(0, keep)))
-        return pack
+            setattr(out, name, None if w is None else take(w))
+        return out
 
     # -- forward ----------------------------------------------------------------------------
 

@@ -99,7 +99,7 @@ def chunk_size(cfg: DictConfig, n: int) -> int:
         return cfg.train.chunk
     if str(cfg.train.device).startswith("cuda"):
         return MAX_CHUNK
-    width = 4 if cfg.train.dtype == "float32" else 8
+    width = DTYPES[cfg.train.dtype].itemsize
     return max(1, int(CPU_CHUNK_BYTES // (n * cfg.model.d_mlp * width)))
 
 

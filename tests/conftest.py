@@ -27,6 +27,16 @@ def _quiet_wandb(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / ".wandb-config"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one thread is as fast and not slowed ~100x when other jobs share the cores.
+    Modules that want it: `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def compose_cfg(overrides=()):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides))

@@ -23,13 +23,7 @@ REFERENCE = dict(d_model=128, n_heads=4, d_head=32, d_mlp=512)
 TOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is as fast and not slowed ~100x when other jobs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make(layout, p, impl="tables", seed=0, dims=SMALL):

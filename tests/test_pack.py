@@ -36,12 +36,7 @@ def settle(after):
     return ["grok.threshold=0.01", f"train.early_stop_after={after}"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def configs(base, *variants):

@@ -46,7 +46,9 @@ def run_bytes(cfg) -> int:
     plus weights, gradients and two optimizer moments."""
     m = cfg.model
     n = n_train(cfg)
-    width = 4 if cfg.train.dtype == "float32" else 8
+    from grok.train import DTYPES
+
+    width = DTYPES[cfg.train.dtype].itemsize
     acts = n * (4 * m.d_mlp + 8 * m.d_model + 2 * m.n_heads * m.d_head) * width
     acts += n * cfg.p * (2 * width + 3 * 8)
     params = (cfg.p + 5) * m.d_model + 4 * m.n_heads * m.d_model * m.d_head + 2 * m.d_model * m.d_mlp \
