@@ -32,7 +32,7 @@ from grok.data import (  # noqa: E402
     make_dataset,
     vocab_size,
 )
-from grok.model import build_model  # noqa: E402
+from grok.models.tables import build_model  # noqa: E402
 from grok.train import make_optimizer  # noqa: E402
 from grok.train import step as train_step  # noqa: E402
 

@@ -55,7 +55,7 @@ if str(REPO) not in sys.path:
 
 from grok.config import validate  # noqa: E402
 from grok.data import PackBatch, make_dataset, vocab_size  # noqa: E402
-from grok.model import Transformer, build_model  # noqa: E402
+from grok.models.tables import Transformer, build_model  # noqa: E402
 from grok.runs import accuracy, loss_fn  # noqa: E402
 from grok.train import DTYPES, chunk_size, make_optimizer, step  # noqa: E402
 

@@ -7,7 +7,7 @@
 Defaults are the reference config of Nanda et al. (`experiment=nanda`: x+y mod 113, frac 0.3 ->
 3831 train pairs, d_model 128, 4 heads x 32, d_mlp 512, learned positions, MLP biases, AdamW lr
 1e-3 betas (0.9, 0.98) wd 1). The config is composed with Hydra from conf/, the data, model,
-loss and optimizer come from grok.data / grok.model / grok.train, so the step timed is the
+loss and optimizer come from grok.data / grok.models / grok.train, so the step timed is the
 trainer's step (grok.train.step on a pack of one): forward, float64 cross-entropy, backward,
 optimizer update. Both impls start from the same weights and are timed in the same process,
 interleaved in short blocks so machine noise lands on both, after a warmup. A check line reports
@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 from grok.config import validate  # noqa: E402
 from grok.data import PackBatch, make_dataset, vocab_size  # noqa: E402
-from grok.model import Transformer, build_model  # noqa: E402
+from grok.models.tables import Transformer, build_model  # noqa: E402
 from grok.runs import loss_fn  # noqa: E402
 from grok.train import make_optimizer  # noqa: E402
 from grok.train import step as train_step  # noqa: E402

@@ -17,6 +17,8 @@ WANDB_MODES = ("offline", "online", "disabled")
 CRITERIA = ("held",)
 DTYPES = ("float32", "float64")
 LAYOUTS = ("nanda", "furuta")  # [x, y, =] and [x, op, y]; see grok.data
+ARCHS = ("transformer", "mlp")
+IMPLS = ("auto", "tables", "full", "hooked")  # see grok.models.build_model
 
 
 def n_train_for(frac: float, n: int) -> int:
@@ -76,9 +78,8 @@ def _device(cfg, here: bool) -> None:
                 "CUDA is not available on this machine" if not n else f"only {n} CUDA device(s)"))
 
 
-def validate(cfg: DictConfig, device_here: bool = True) -> Op:
-    """Raise ConfigError on the first bad value; return the parsed op. `device_here=False` skips
-    the check that the CUDA device exists on this machine (for jobs sent to other nodes)."""
+def check_modular(cfg: DictConfig) -> Op:
+    """The op and p of a modular task (add, sub, mul, div, poly); the parsed op."""
     task = _choice(cfg, "task.name", TASKS)
     try:
         op = parse_op(cfg.op)
@@ -89,15 +90,67 @@ def validate(cfg: DictConfig, device_here: bool = True) -> Op:
                               f"use task=poly for other ops")
     except OpError as e:
         raise ConfigError(str(e)) from None
-    frac = _num(cfg, "frac", 0.0, 1.0)
-    n = len(op.labels(p)[2])
-    if not 1 <= n_train_for(frac, n) < n:
-        raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} pairs at p={p}")
-    _int(cfg, "seed", lo=0)
+    return op
+
+
+def _data(cfg: DictConfig, task) -> None:
+    """A finite task splits its universe by `frac`; a drawn one has n_train (null: infinite
+    data, a fresh batch of task.batch every step) and n_test."""
+    if task.finite:
+        frac = _num(cfg, "frac", 0.0, 1.0)
+        n = task.size()
+        if not 1 <= n_train_for(frac, n) < n:
+            raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} examples "
+                              f"of {task.describe()}")
+        return
+    if cfg.task.get("n_train") is not None:
+        _int(cfg, "task.n_train", lo=1)
+    else:
+        _int(cfg, "task.batch", lo=1)
+    _int(cfg, "task.n_test", lo=1)
+
+
+def _model(cfg: DictConfig, task) -> None:
+    m = cfg.model
+    arch = _choice(cfg, "model.arch", ARCHS)
+    if arch == "mlp":
+        for key in ("d_model", "d_mlp"):
+            _int(cfg, f"model.{key}", lo=1)
+        if tuple(task.positions) != (task.n_ctx - 1,):
+            raise ConfigError(f"model=mlp answers at the last position only; task {task.name} has "
+                              f"targets at {len(task.positions)} positions")
+        return
     _choice(cfg, "model.layout", LAYOUTS)
-    _choice(cfg, "model.impl", ("tables", "full"))
-    for key in ("d_model", "n_heads", "d_head", "d_mlp"):
+    _choice(cfg, "model.impl", IMPLS)
+    for key in ("d_model", "n_heads", "d_head", "d_mlp", "n_layers"):
         _int(cfg, f"model.{key}", lo=1)
+    for key in ("attn_only", "pos_embed", "mlp_bias"):
+        if not isinstance(m.get(key), bool):
+            raise ConfigError(f"model.{key}={m.get(key)!r}: must be true or false")
+    if m.get("normalization") not in (None, "LN"):
+        raise ConfigError(f"model.normalization={m.get('normalization')!r}: null or LN")
+    _choice(cfg, "model.act", ("relu", "gelu"))
+    if m.impl in ("tables", "full") and not tables_exact(cfg, task):
+        raise ConfigError(f"model.impl={m.impl}: the one-layer model needs n_layers=1, an MLP, no "
+                          f"LayerNorm, ReLU and one answer at the last position; use model.impl=auto")
+
+
+def tables_exact(cfg: DictConfig, task) -> bool:
+    """Where the one-layer token-table model computes exactly this config's transformer."""
+    m = cfg.model
+    return (m.n_layers == 1 and not m.attn_only and m.normalization is None and m.act == "relu"
+            and tuple(task.positions) == (task.n_ctx - 1,))
+
+
+def validate(cfg: DictConfig, device_here: bool = True):
+    """Raise ConfigError on the first bad value; return the run's Task. `device_here=False`
+    skips the check that the CUDA device exists on this machine (for jobs sent to other nodes)."""
+    from grok.tasks import build_task
+
+    task = build_task(cfg)
+    _data(cfg, task)
+    _int(cfg, "seed", lo=0)
+    _model(cfg, task)
     _choice(cfg, "optimizer.name", OPTIMIZERS)
     _num(cfg, "optimizer.lr", 0.0, float("inf"))
     _num(cfg, "optimizer.weight_decay", 0.0, float("inf"), lo_open=False)
@@ -114,7 +167,7 @@ def validate(cfg: DictConfig, device_here: bool = True) -> Op:
     _int(cfg, "measures.every", lo=0)
     _int(cfg, "measures.full_every", lo=0)
     _num(cfg, "measures.eta", 0.0, 1.0)
-    keys = cfg.measures.key_freqs
+    keys, p = cfg.measures.key_freqs, cfg.p
     if keys is not None and (isinstance(keys, (str, int)) or not all(
             isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= p // 2 for k in keys)):
         raise ConfigError(f"measures.key_freqs={keys!r}: must be a list of frequencies in 1..{p // 2}")
@@ -123,4 +176,4 @@ def validate(cfg: DictConfig, device_here: bool = True) -> Op:
     _num(cfg, "grok.delay_ratio", 1.0, float("inf"), lo_open=False)
     if _choice(cfg, "logger.name", LOGGERS) == "wandb":
         _choice(cfg, "logger.mode", WANDB_MODES)
-    return op
+    return task

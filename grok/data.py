@@ -1,7 +1,10 @@
-"""The universe of p*p pairs, its seeded train/test split, and the token layouts of the papers."""
+"""A run's examples: the seeded train/test split of a task's data (or, for infinite data, the
+batch of each step), the modular tasks' universe of p*p pairs and token layouts, and the padded
+batches of a pack."""
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from grok.config import LAYOUTS, n_train_for
@@ -68,8 +71,57 @@ def full_grid(op: Op, p: int, layout: str, data: Dataset):
 
 
 @dataclass
+class Data:
+    """A run's examples as tensors: tokens (N, n_ctx) and targets (N, K) at the task's K answer
+    positions (-1: no loss). `train` is None for infinite data (see `batch_at`)."""
+    train: tuple[torch.Tensor, torch.Tensor] | None
+    test: tuple[torch.Tensor, torch.Tensor]
+    seed: int
+    frac: float | None = None               # finite universes: the split
+    train_idx: torch.Tensor | None = None   # finite universes: indices of the train examples
+
+    @property
+    def n_train(self) -> int | None:
+        return None if self.train is None else len(self.train[1])
+
+
+def _tensors(task, tokens, targets):
+    return (torch.from_numpy(np.ascontiguousarray(tokens)).long(),
+            torch.from_numpy(np.ascontiguousarray(targets[:, list(task.positions)])).long())
+
+
+def make_data(task, cfg) -> Data:
+    """The split of a finite universe by `frac` (a shuffle that depends only on the seed, the
+    same split modular runs have always had), or `task.n_train` and `task.n_test` distinct
+    examples drawn with the seed (n_train null: infinite data)."""
+    from grok.tasks.base import distinct, rng_for
+
+    seed = cfg.seed
+    if task.finite:
+        tokens, targets = _tensors(task, *task.universe())
+        n = len(tokens)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        tr, te = perm[:n_train_for(cfg.frac, n)].sort().values, perm[n_train_for(cfg.frac, n):].sort().values
+        return Data((tokens[tr], targets[tr]), (tokens[te], targets[te]), seed, cfg.frac, tr)
+    n_train, n_test = cfg.task.get("n_train"), cfg.task.n_test
+    if n_train is None:
+        return Data(None, _tensors(task, *task.sample(n_test, rng_for(seed, 1))), seed)
+    train = distinct(task, n_train, rng_for(seed, 0))
+    test = distinct(task, n_test, rng_for(seed, 1), exclude={row.tobytes() for row in train[0]})
+    return Data(_tensors(task, *train), _tensors(task, *test), seed)
+
+
+def batch_at(task, cfg, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Infinite data: the fresh batch of `step`, a function of (seed, step) only, so a resumed
+    run draws exactly the batches it would have drawn."""
+    from grok.tasks.base import rng_for
+
+    return _tensors(task, *task.sample(cfg.task.batch, rng_for(cfg.seed, 2, step)))
+
+
+@dataclass
 class PackBatch:
-    """Examples of R runs padded to one length: tokens (R, N, T), targets (R, N) with -1 where a
+    """Examples of R runs padded to one length: tokens (R, N, T), targets (R, N, K) with -1 where a
     position is padding or carries no loss, and each run's example count n (R,). Padding repeats
     a run's first example, so the model sees only valid tokens; its targets of -1 exclude it."""
     tokens: torch.Tensor
@@ -85,7 +137,7 @@ class PackBatch:
         for x, y in sets:
             fill = N - len(y)
             tokens.append(torch.cat([x, x[:1].expand(fill, -1)]))
-            targets.append(torch.cat([y, y.new_full((fill,), -1)]))
+            targets.append(torch.cat([y, y.new_full((fill, *y.shape[1:]), -1)]))
         return cls(torch.stack(tokens), torch.stack(targets),
                    torch.tensor([len(y) for _, y in sets], dtype=torch.long))
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from grok import checkpoint, measures
+from grok import checkpoint
 from grok.config import validate
-from grok.data import full_grid, make_dataset, vocab_size
-from grok.model import Transformer, build_model
+from grok.data import make_data
+from grok.models import build_model
 from grok.tracking import CHECKPOINT, SUMMARY, LocalRecord, WandbRun
 from grok.verdict import settled, verdict
 
@@ -38,21 +38,35 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Share of labelled positions where the argmax is right, per leading index (float64)."""
-    right = (logits.argmax(-1) == labels) & (labels >= 0)
-    return right.sum(-1) / (labels >= 0).sum(-1).double()
+    """Share of sequences with every target right, per leading index (float64); sequences
+    without targets (padding) do not count. logits (..., N, K, C), labels (..., N, K)."""
+    has = labels >= 0
+    right = ((logits.argmax(-1) == labels) | ~has).all(-1) & has.any(-1)
+    return right.sum(-1) / has.any(-1).sum(-1).double()
+
+
+def per_position(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and accuracy at each answer position (..., K), over the examples that have a target
+    there (float64); nan where none has."""
+    C = logits.shape[-1]
+    has = labels >= 0
+    ce = F.cross_entropy(logits.double().reshape(-1, C), labels.reshape(-1), ignore_index=-1,
+                         reduction="none").view(labels.shape)
+    n = has.sum(-2).double()
+    right = (logits.argmax(-1) == labels) & has
+    return ce.sum(-2) / n, right.sum(-2) / n
 
 
 class Run:
     """A run of a pack. `finished` holds the summary of a run that needs no training."""
 
     def __init__(self, cfg: DictConfig, run_dir, device: torch.device, dtype: torch.dtype):
-        self.cfg, self.op = cfg, validate(cfg)
+        self.cfg, self.task = cfg, validate(cfg)
         self.dir = Path(run_dir)
         self.record = LocalRecord(self.dir)
         self._log = {"run": str(self.dir)}  # routes this run's log lines to its own launch.log
         self.budget = cfg.train.steps
-        self.data = make_dataset(self.op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)
+        self.data = make_data(self.task, cfg)
         self.ck = checkpoint.load(self.dir / CHECKPOINT, cfg)
         ck = self.ck
         self.finished = None
@@ -65,14 +79,13 @@ class Run:
             else (0, [], 0.0, secrets.token_hex(4)))
         self.start_step = self.step
         self.early_stopped = self.diverged = False
-        if cfg.measures.full_every:
-            grid = full_grid(self.op, cfg.p, cfg.model.layout, self.data)
-            self.grid = tuple(t.to(device) for t in grid)
+        mc = cfg.measures
+        self.probe = self.task.probe(self.data, device) if mc.every or mc.full_every else None
 
-    def init_model(self) -> Transformer:
+    def init_model(self):
         """This run's model as it would start alone: seeded init, or the checkpoint's weights."""
         torch.manual_seed(self.cfg.seed)
-        model = build_model(self.cfg.model, vocab_size(self.cfg.model.layout, self.cfg.p), self.cfg.p)
+        model = build_model(self.cfg, self.task)
         if self.ck:
             model.load_state_dict(self.ck["model"])
         return model
@@ -95,7 +108,7 @@ class Run:
         return (s % self.cfg.train.eval_every == 0 or s == self.budget) and not (
             self.metrics and self.metrics[-1]["step"] == s)
 
-    def evaluate(self, model: Transformer, row: dict) -> bool:
+    def evaluate(self, model, row: dict) -> bool:
         """Log the eval `row` (step, losses, accuracies, lr) with the measures due now, using
         `model` (this run's weights). True if the run stops here."""
         mc, tc = self.cfg.measures, self.cfg.train
@@ -105,7 +118,7 @@ class Run:
             row.update(self.measures(model, full))
         self.early_stopped = tc.early_stop_after is not None and settled(
             [*self.metrics, row], self.cfg.grok.threshold, tc.early_stop_after)
-        if self.early_stopped and mc.full_every and "key_freqs" not in row:
+        if self.early_stopped and mc.full_every and not full:
             row.update(self.measures(model, full=True))  # as at a budget's end
         self.metrics.append(row)
         self.record.append_metrics(row)
@@ -120,14 +133,12 @@ class Run:
                         self.step, extra=self._log)
         return self.diverged or self.early_stopped or last
 
-    def measures(self, model: Transformer, full: bool) -> dict:
-        mc = self.cfg.measures
-        return measures.compute(model, self.cfg.p, *(self.grid if full else (None,) * 3), self.op,
-                                eta=mc.eta, full=full, fixed_keys=mc.key_freqs)
+    def measures(self, model, full: bool) -> dict:
+        return self.task.measures(model, self.probe, full, self.cfg.measures)
 
     # -- what the run leaves in its folder ----------------------------------------------------
 
-    def save(self, model: Transformer, opt_state: dict, padded: tuple[int, int],
+    def save(self, model, opt_state: dict, padded: tuple[int, int],
              done: bool = False) -> None:
         """This run's checkpoint; `model` is this run's single view (copied out of the pack),
         `padded` the pack's padded train and test lengths."""
@@ -141,7 +152,7 @@ class Run:
     def wall(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
 
-    def finish(self, model: Transformer, opt_state: dict, padded: tuple[int, int]) -> dict:
+    def finish(self, model, opt_state: dict, padded: tuple[int, int]) -> dict:
         """Summary, final checkpoint (which also makes re-running a finished job a no-op), W&B."""
         cfg, m = self.cfg, self.metrics
         summary = {
@@ -152,10 +163,11 @@ class Run:
             "final_train_loss": m[-1]["train_loss"], "final_test_loss": m[-1]["test_loss"],
             "wall_time_s": self.wall(),
             "steps_per_s": (self.step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9),
-            "op": self.op.canonical, "op_pretty": self.op.pretty, "task": cfg.task.name, "p": cfg.p,
-            "frac": cfg.frac, "seed": cfg.seed, "model": cfg.model.name,
-            "optimizer": cfg.optimizer.name, "n_train": len(self.data.train_idx),
-            "n_test": len(self.data.test_idx), "n_params": sum(w.numel() for w in model.parameters()),
+            **self.task.record(), **({"frac": cfg.frac} if self.task.finite else {}),
+            "seed": cfg.seed, "model": cfg.model.name,
+            "optimizer": cfg.optimizer.name, "n_train": self.data.n_train,
+            "n_test": len(self.data.test[1]), **self.task.stats(self.data),
+            "n_params": sum(w.numel() for w in model.parameters()),
             "resumed_from": self.start_step or None, "sweep_id": str(cfg.sweep_id),
         }
         self.record.write_summary(summary)

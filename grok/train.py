@@ -23,13 +23,13 @@ import sys
 import threading
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from grok.data import PackBatch
-from grok.model import Transformer
+from grok.data import PackBatch, batch_at
 from grok.optim import PackOptimizer
-from grok.runs import Run, accuracy, loss_fn
+from grok.runs import Run, accuracy, loss_fn, per_position
+from grok.tasks import build_task
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,13 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def shape_key(cfg: DictConfig) -> tuple:
-    """What runs of one pack must share: tensor shapes, optimizer kind, device and dtype."""
-    m, t = cfg.model, cfg.train
-    return (cfg.p, m.layout, m.d_model, m.n_heads, m.d_head, m.d_mlp, m.pos_embed, m.mlp_bias,
-            m.impl, cfg.optimizer.name, t.device, t.dtype)
+    """What runs of one pack must share: the task's shapes and kind of data (a finite set or a
+    fresh batch per step), the model, the optimizer kind, device and dtype."""
+    t, task = cfg.train, build_task(cfg)
+    model = tuple((k, v) for k, v in OmegaConf.to_container(cfg.model).items() if k != "name")
+    infinite = not task.finite and cfg.task.get("n_train") is None
+    data = ("infinite", cfg.task.batch) if infinite else ("finite",)
+    return (type(task).__name__, task.shape(), data, model, cfg.optimizer.name, t.device, t.dtype)
 
 
 def pack_key(cfg: DictConfig) -> tuple:
@@ -65,8 +68,10 @@ class Pack:
     """The trained state of the runs `runs`: run i is index i of every stacked tensor."""
 
     def __init__(self, runs: list[Run], device, dtype):
-        self.runs = runs
-        self.model = Transformer.stack([r.init_model() for r in runs]).to(device, dtype)
+        self.runs, self.members, self.device = runs, list(runs), device
+        self.positions = runs[0].task.positions
+        models = [r.init_model() for r in runs]
+        self.model = type(models[0]).stack(models).to(device, dtype)
         self.opt = make_optimizer([r.cfg for r in runs], dict(self.model.named_parameters()))
         for i, r in enumerate(runs):
             if r.ck:
@@ -74,22 +79,37 @@ class Pack:
         # A resumed run pads as its pack did before (its checkpoint says how far): padding
         # changes no value, but the length of a sum changes its float rounding.
         pads = [r.ck.get("padded", (0, 0)) if r.ck else (0, 0) for r in runs]
-        self.train = PackBatch.pad([r.data.train for r in runs], max(p[0] for p in pads)).to(device)
+        self.infinite = runs[0].data.train is None
+        self.pad_train = max(p[0] for p in pads)
+        self.train = None if self.infinite else PackBatch.pad([r.data.train for r in runs],
+                                                             self.pad_train).to(device)
         self.test = PackBatch.pad([r.data.test for r in runs], max(p[1] for p in pads)).to(device)
+
+    def batch(self) -> PackBatch:
+        """This step's training examples: the fixed train sets, or (infinite data) each run's
+        fresh batch for its own step (stopped runs too, until compaction drops them)."""
+        if not self.infinite:
+            return self.train
+        sets = [batch_at(r.task, r.cfg, r.step) for r in self.members]
+        return PackBatch.pad(sets, self.pad_train).to(self.device)
 
     def compact(self, keep: list[int]) -> None:
         """Slice out every run not in `keep`: finished runs then cost nothing."""
-        idx = torch.tensor(keep, device=self.train.tokens.device)
+        idx = torch.tensor(keep, device=self.test.tokens.device)
         self.runs = [self.runs[i] for i in keep]
+        self.members = [self.members[i] for i in keep]
         self.model = self.model.select(idx)
         self.opt = self.opt.select(idx, dict(self.model.named_parameters()))
-        self.train, self.test = self.train.select(idx), self.test.select(idx)
+        self.test = self.test.select(idx)
+        if not self.infinite:
+            self.train = self.train.select(idx)
 
     def save(self, i: int, done: bool = False) -> None:
         self.runs[i].save(self.model.run(i), self.opt.run_state(i), self.padded(), done=done)
 
     def padded(self) -> tuple[int, int]:
-        return self.train.targets.shape[1], self.test.targets.shape[1]
+        train = self.members[0].cfg.task.batch if self.infinite else self.train.targets.shape[1]
+        return train, self.test.targets.shape[1]
 
 
 def chunk_size(cfg: DictConfig, n: int) -> int:
@@ -110,27 +130,39 @@ CPU_CHUNK_BYTES = 12e6
 MAX_CHUNK = 1 << 20
 
 
-def forward_backward(model: Transformer, batch: PackBatch, chunk: int, accuracies: bool = False):
-    """Gradients of every run's mean loss, `chunk` runs at a time (each run's arithmetic is the
-    same in any chunk); each run's loss (R,) and, if asked, its train accuracy (R,)."""
+def scores(logits: torch.Tensor, targets: torch.Tensor, positions: bool) -> dict:
+    """Each run's sequence accuracy (R,) and, with `positions`, per-position loss and accuracy
+    (R, K), from logits (R, N, K, C) already computed."""
+    out = {"acc": accuracy(logits, targets)}
+    if positions:
+        out["pos_loss"], out["pos_acc"] = per_position(logits, targets)
+    return out
+
+
+def forward_backward(model, batch: PackBatch, chunk: int, at, accuracies: bool = False):
+    """Gradients of every run's mean loss over its answer tokens (positions `at`), `chunk` runs
+    at a time (each run's arithmetic is the same in any chunk); each run's loss (R,) and, if
+    asked, its train scores (see `scores`)."""
     R = batch.tokens.shape[0]
-    losses, accs = [], []
+    losses, parts = [], []
     for a in range(0, R, chunk):
         part = None if chunk >= R else slice(a, a + chunk)
         sub = batch if part is None else PackBatch(batch.tokens[part], batch.targets[part], batch.n[part])
-        logits = model(sub.tokens, runs=part)
-        loss = loss_fn(logits, sub.targets)
+        logits = model.logits_at(sub.tokens, at, runs=part)                # (R, N, K, C)
+        loss = loss_fn(logits.flatten(1, 2), sub.targets.flatten(1))
         loss.sum().backward()  # a sum of the runs' losses: each run gets exactly its own gradient
         losses.append(loss.detach())
         if accuracies:
-            accs.append(accuracy(logits.detach(), sub.targets))
-    return torch.cat(losses), torch.cat(accs) if accuracies else None
+            with torch.no_grad():
+                parts.append(scores(logits.detach(), sub.targets, len(at) > 1))
+    train = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else None
+    return torch.cat(losses), train
 
 
-def step(model: Transformer, opt: PackOptimizer, batch: PackBatch, chunk: int = MAX_CHUNK) -> torch.Tensor:
+def step(model, opt: PackOptimizer, batch: PackBatch, at=(2,), chunk: int = MAX_CHUNK) -> torch.Tensor:
     """One full-batch update of every run of the pack; each run's loss before it."""
     opt.zero_grad()
-    losses, _ = forward_backward(model, batch, chunk)
+    losses, _ = forward_backward(model, batch, chunk, at)
     opt.step()
     return losses
 
@@ -201,11 +233,11 @@ def train_runs(runs: list[Run], device, dtype) -> None:
     for r in runs:
         r.begin()
     R, cfg = len(runs), runs[0].cfg
-    log.info("pack of %d run(s): %s mod %d, %s model (%d params each), %s, %s on %s", R,
-             ", ".join(sorted({r.op.pretty for r in runs})), cfg.p, cfg.model.name,
+    log.info("pack of %d run(s): %s, %s model (%d params each), %s, %s on %s", R,
+             "; ".join(sorted({r.task.describe() for r in runs})), cfg.model.name,
              sum(w[0].numel() for w in pack.model.parameters()), cfg.optimizer.name, cfg.train.dtype,
              device)
-    chunk = chunk_size(cfg, pack.train.targets.shape[1])
+    chunk = chunk_size(cfg, pack.padded()[0] * len(pack.positions))
     if chunk < R:
         log.info("forward and backward in chunks of %d run(s)", chunk)
     tty = sys.stderr.isatty()
@@ -222,8 +254,9 @@ def train_runs(runs: list[Run], device, dtype) -> None:
                 pending.clear()
             due = [i for i, r in enumerate(pack.runs) if r is not None and r.due()]
             pack.opt.zero_grad()  # gradients first: evaluation reads the same, unchanged weights
-            losses, train_acc = forward_backward(pack.model, pack.train, chunk, accuracies=bool(due))
-            stopped = evaluate(pack, due, losses, train_acc, chunk) if due else []
+            losses, train = forward_backward(pack.model, pack.batch(), chunk, pack.positions,
+                                             accuracies=bool(due))
+            stopped = evaluate(pack, due, losses, train, chunk) if due else []
             for i in stopped:
                 pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i), pack.padded())
             gone = set(stopped)
@@ -247,18 +280,26 @@ def train_runs(runs: list[Run], device, dtype) -> None:
 
 
 @torch.no_grad()
-def evaluate(pack: Pack, due: list[int], losses, train_acc, chunk: int) -> list[int]:
+def evaluate(pack: Pack, due: list[int], losses, train: dict, chunk: int) -> list[int]:
     """Log an eval row for each run in `due` (indices into the pack); the ones that stop.
-    `losses` and `train_acc` (R,) come from this step's training forward."""
-    model, test = pack.model, pack.test
-    test_loss, test_acc = [], []
+    `losses` (R,) and `train` scores come from this step's training forward. Tasks with several
+    answer positions also log each position's loss and accuracy (`test_loss/<position>`, ...)."""
+    model, test, at = pack.model, pack.test, pack.positions
+    many = len(at) > 1
+    parts = []
     for a in range(0, len(pack.runs), chunk):
         part = slice(a, a + chunk)
-        logits = model(test.tokens[part], runs=part)
-        test_loss.append(loss_fn(logits, test.targets[part]))
-        test_acc.append(accuracy(logits, test.targets[part]))
-    cols = {"train_loss": losses, "train_acc": train_acc, "test_loss": torch.cat(test_loss),
-            "test_acc": torch.cat(test_acc)}
+        logits = model.logits_at(test.tokens[part], at, runs=part)
+        targets = test.targets[part]
+        parts.append({"loss": loss_fn(logits.flatten(1, 2), targets.flatten(1)),
+                      **scores(logits, targets, many)})
+    te = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    cols = {"train_loss": losses, "train_acc": train["acc"], "test_loss": te["loss"], "test_acc": te["acc"]}
+    names = pack.members[0].task.position_names
+    if many:
+        for k, name in enumerate(names):
+            cols.update({f"train_loss/{name}": train["pos_loss"][:, k], f"test_loss/{name}": te["pos_loss"][:, k],
+                         f"test_acc/{name}": te["pos_acc"][:, k]})
     cols = {k: v.tolist() for k, v in cols.items()}  # one transfer for the whole pack
     lr = pack.opt.lr_now().tolist()
     stopped = []

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from grok import measures as M
 from grok.data import tokens_for
-from grok.model import Transformer
+from grok.models.tables import Transformer
 from grok.ops import parse_op
 
 

@@ -12,7 +12,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from grok.data import tokens_for, vocab_size
-from grok.model import Transformer
+from grok.models.tables import Transformer
 from grok.ops import parse_op
 from grok.train import loss_fn
 

@@ -1,4 +1,4 @@
-"""A one-layer transformer for modular arithmetic, for one run or a pack of runs at once.
+"""The one-layer transformer of the grokking papers, with a token-table fast path; one run or a pack.
 
 Weights use TransformerLens' (in, out) convention, so a researcher's W_E @ W_Q means what it says:
 W_E (vocab, d), W_pos (n_ctx, d), W_Q/W_K/W_V (heads, d, d_head), W_O (heads, d_head, d),
@@ -22,10 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grok.models.pack import PackModule
+
 PARAMS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_in", "b_in", "W_out", "b_out", "W_U")
 
 
-class Transformer(nn.Module):
+class Transformer(PackModule):
     def __init__(self, vocab: int, n_out: int, n_ctx: int = 3, d_model: int = 128, n_heads: int = 4,
                  d_head: int = 32, d_mlp: int = 512, pos_embed: bool = True, mlp_bias: bool = True,
                  impl: str = "tables", n_runs: int | None = None):
@@ -55,50 +57,12 @@ class Transformer(nn.Module):
         self.b_out = nn.Parameter(torch.zeros(*lead, d)) if mlp_bias else None
         self.W_U = randn(d, n_out, scale=n_out)
 
-    # -- packs ------------------------------------------------------------------------------
-
-    @classmethod
-    def stack(cls, models: list["Transformer"]) -> "Transformer":
-        """A pack whose run r has exactly the weights of models[r] (single models, same dims)."""
-        pack = cls(**models[0].dims, n_runs=len(models)).to(models[0].W_E)
-        with torch.no_grad():
-            for name, w in pack.named_parameters():
-                w.copy_(torch.stack([getattr(m, name) for m in models]))
-        return pack
-
-    def run(self, r: int) -> "Transformer":
-        """Run r of a pack as a single model whose parameters are views of the pack's (no copy,
-        no gradient): what the progress measures and the run's own checkpoint read."""
-        return self._with(None, lambda w: nn.Parameter(w.detach()[r], requires_grad=False))
-
-    def select(self, keep: torch.Tensor) -> "Transformer":
-        """A smaller pack of the runs at indices `keep` (copies): compaction of a pack."""
-        return self._with(len(keep), lambda w: nn.Parameter(w.detach().index_select(0, keep)))
-
-    def _with(self, n_runs: int | None, take) -> "Transformer":
-        """A model of these dims holding `take(w)` of each parameter w (no initialisation)."""
-        out = Transformer.__new__(Transformer)
-        nn.Module.__init__(out)
-        out.impl, out.n_ctx, out.d_head, out.dims, out.n_runs = (
-            self.impl, self.n_ctx, self.d_head, self.dims, n_runs)
-        for name in PARAMS:
-            w = getattr(self, name)
-            setattr(out, name, None if w is None else take(w))
-        return out
-
     # -- forward ----------------------------------------------------------------------------
 
     def _weights(self, runs: slice | None = None) -> dict:
         """Every parameter with a leading run axis (a single model is a pack of one); `runs`
         picks a part of a pack (its gradients flow back into the pack's parameters)."""
-        out = {}
-        for n in PARAMS:
-            w = getattr(self, n)
-            if w is not None:
-                w = w if self.n_runs else w.unsqueeze(0)
-                w = w if runs is None else w[runs]
-            out[n] = w
-        return out
+        return {n: self._lead(getattr(self, n), runs) for n in PARAMS}
 
     def forward(self, tokens: torch.Tensor, cache: dict | None = None,
                 runs: slice | None = None) -> torch.Tensor:
@@ -122,6 +86,11 @@ class Transformer(nn.Module):
             acts = dict(attn=attn, mlp_pre=pre, mlp_post=post, resid_final=resid)
             cache.update(acts if self.n_runs else {k: v[0] for k, v in acts.items()})
         return logits if self.n_runs else logits[0]
+
+    def logits_at(self, tokens, at, runs=None):
+        """This model answers at the last position only (the token tables assume it)."""
+        assert list(at) == [self.n_ctx - 1], f"one-layer tables model reads the last position, not {at}"
+        return self(tokens, runs=runs).unsqueeze(-2)
 
     @staticmethod
     def _mlp(w, resid):
@@ -191,10 +160,3 @@ class Transformer(nn.Module):
     def W_L(self) -> torch.Tensor:
         """Neuron-to-logit map W_out W_U (d_mlp, p), or (R, d_mlp, p) for a pack."""
         return self.W_out @ self.W_U
-
-
-def build_model(cfg_model, vocab: int, n_out: int, n_ctx: int = 3) -> Transformer:
-    return Transformer(vocab=vocab, n_out=n_out, n_ctx=n_ctx, d_model=cfg_model.d_model,
-                       n_heads=cfg_model.n_heads, d_head=cfg_model.d_head, d_mlp=cfg_model.d_mlp,
-                       pos_embed=cfg_model.pos_embed, mlp_bias=cfg_model.mlp_bias,
-                       impl=cfg_model.impl)

@@ -1,0 +1,57 @@
+"""Progress measures of attention circuits (seed 000's phase changes), read from the cache of a
+single run's HookedTransformer on a fixed probe batch.
+
+- Induction and previous-token scores (Olsson et al.'s definitions, as TransformerLens users
+  compute them): on random tokens repeated twice, `r_0..r_{h-1} r_0..r_{h-1}`, a head's induction
+  score is its mean attention from each second-half position q to q-h+1 (the token after the
+  earlier copy of the current token); its previous-token score is the mean attention from q to
+  q-1. Logged per head as `induction_score/L{l}H{h}`, `prev_token_score/L{l}H{h}`, with the loss
+  on each half (`probe_loss_first_half`, `probe_loss_repeat_half`): an induction circuit makes the
+  repeated half predictable while the first half stays at chance.
+- Attention to the max: the mean attention from END to the position of the largest entry, per
+  head (`attn_to_max/H{h}`), and the loss per true maximum (`loss_by_max/{v}`): one skip trigram
+  `v .. END v` per value, each with its own phase change.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from grok.measures import weight_sq  # noqa: F401 - re-exported: every task logs weight norms
+
+
+@torch.no_grad()
+def induction(model, tokens: torch.Tensor) -> dict:
+    """tokens (B, 2h): each row a random half repeated."""
+    logits, cache = model.run_with_cache(tokens)
+    h = tokens.shape[1] // 2
+    out = {}
+    for l in range(len(model.blocks)):
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"].double()              # (B, H, T, T)
+        ind = pattern.diagonal(offset=-(h - 1), dim1=-2, dim2=-1)[..., 1:]     # q = h..2h-1
+        prev = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)                   # q = 1..T-1
+        for H, (i, p) in enumerate(zip(ind.mean((0, 2)).tolist(), prev.mean((0, 2)).tolist())):
+            out[f"induction_score/L{l}H{H}"] = i
+            out[f"prev_token_score/L{l}H{H}"] = p
+    out["induction_score_max"] = max(v for k, v in out.items() if k.startswith("induction"))
+    out["prev_token_score_max"] = max(v for k, v in out.items() if k.startswith("prev_token"))
+    ce = F.cross_entropy(logits[:, :-1].double().transpose(1, 2), tokens[:, 1:], reduction="none")
+    out["probe_loss_first_half"] = ce[:, :h - 1].mean().item()   # predicting r_1 .. r_{h-1}
+    out["probe_loss_repeat_half"] = ce[:, h:].mean().item()      # predicting them again
+    return out
+
+
+@torch.no_grad()
+def attention_to_max(model, tokens: torch.Tensor) -> dict:
+    """tokens (B, n+2): START x_1..x_n END, one largest x."""
+    logits, cache = model.run_with_cache(tokens)
+    x = tokens[:, 1:-1]
+    where = x.argmax(1) + 1                                            # position of the max
+    pattern = cache["blocks.0.attn.hook_pattern"][:, :, -1].double()    # (B, H, T) from END
+    to_max = pattern.gather(2, where.view(-1, 1, 1).expand(-1, pattern.shape[1], 1))[..., 0]
+    out = {f"attn_to_max/H{H}": v for H, v in enumerate(to_max.mean(0).tolist())}
+    out["attn_to_max"] = max(out.values())
+    top = x.max(1).values
+    ce = F.cross_entropy(logits[:, -1].double(), top, reduction="none")
+    for v in top.unique().tolist():
+        out[f"loss_by_max/{v}"] = ce[top == v].mean().item()
+    return out

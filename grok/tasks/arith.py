@@ -1,0 +1,142 @@
+"""Number tasks on digit sequences: multi-digit addition (seed 000), primality and GCD (seed 004).
+
+Numbers are written most significant digit first, zero-padded to a fixed width, one token per
+digit; the answer is read after "=" (and, for multi-digit answers, teacher-forced digit by digit).
+Arithmetic is exact: NumPy int64 on values far below 2^63, primality by a sieve.
+"""
+
+import numpy as np
+
+from grok.config import ConfigError
+from grok.tasks.base import Task, need_int, targets_from
+
+
+def digits(n: np.ndarray, width: int, base: int) -> np.ndarray:
+    """(N,) non-negative ints to (N, width) digits, most significant first."""
+    powers = base ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return (n[:, None] // powers) % base
+
+
+def _width(n_max: int, base: int) -> int:
+    w = 1
+    while base ** w <= n_max:
+        w += 1
+    return w
+
+
+class DigitsAdd(Task):
+    """`a_1 .. a_n + b_1 .. b_n = c_0 .. c_n` (seed 000: n = 5, 1L transformer): the model predicts
+    the n+1 digits of the sum after "=", one loss per digit."""
+
+    finite = False
+
+    def __init__(self, cfg):
+        t = cfg.task
+        self.name = t.name
+        self.n = n = need_int(t, "n_digits", 1, 15)  # sums stay far inside int64
+        self.base = need_int(t, "base", 2, 100)
+        self.PLUS, self.EQ = self.base, self.base + 1
+        self.vocab, self.n_out = self.base + 2, self.base
+        self.n_ctx = 3 * n + 2  # the last answer digit is a target, never an input
+        self.positions = tuple(range(2 * n + 1, 3 * n + 2))
+        self.position_names = tuple(f"digit{i}" for i in range(n + 1))
+
+    def describe(self):
+        return f"{self.n}-digit addition, base {self.base}"
+
+    def sample(self, n_examples, rng):
+        top = self.base ** self.n
+        a, b = rng.integers(0, top, n_examples), rng.integers(0, top, n_examples)
+        N = len(a)
+        seq = np.concatenate([digits(a, self.n, self.base), np.full((N, 1), self.PLUS),
+                              digits(b, self.n, self.base), np.full((N, 1), self.EQ),
+                              digits(a + b, self.n + 1, self.base)], axis=1)
+        mask = np.zeros(seq.shape, dtype=bool)
+        mask[:, 2 * self.n + 1:] = True
+        return seq[:, :-1], targets_from(seq, mask)[:, :-1]
+
+
+def primes_below(n: int) -> np.ndarray:
+    """Boolean (n,) sieve of Eratosthenes: is_prime[k]."""
+    is_prime = np.ones(max(n, 2), dtype=bool)
+    is_prime[:2] = False
+    for k in range(2, int(n ** 0.5) + 1):
+        if is_prime[k]:
+            is_prime[k * k::k] = False
+    return is_prime[:n]
+
+
+class Prime(Task):
+    """Is n prime, for every n < N written in base B (seed 004: did not grok). Answer 0/1 after
+    "=". A finite universe split by `frac`; the summary records the class balance, since a model
+    that answers "not prime" everywhere already scores the share of composites."""
+
+    finite = True
+
+    def __init__(self, cfg):
+        t = cfg.task
+        self.name = t.name
+        self.N = need_int(t, "n_max", 3, 10 ** 7)
+        self.base = need_int(t, "base", 2, 100)
+        self.width = _width(self.N - 1, self.base)
+        self.EQ = self.base
+        self.vocab, self.n_out, self.n_ctx = self.base + 1, 2, self.width + 1
+        self.positions, self.position_names = (self.width,), ("is_prime",)
+
+    def size(self):
+        return self.N
+
+    def describe(self):
+        return f"primality of n < {self.N}, base {self.base}"
+
+    def universe(self):
+        n = np.arange(self.N, dtype=np.int64)
+        tokens = np.concatenate([digits(n, self.width, self.base), np.full((self.N, 1), self.EQ)], axis=1)
+        targets = np.full(tokens.shape, -1, dtype=np.int64)
+        targets[:, -1] = primes_below(self.N).astype(np.int64)
+        return tokens, targets
+
+    def stats(self, data) -> dict:
+        """Share of primes in the train and test sets (the majority-class baseline)."""
+        return {f"prime_frac_{k}": float((y[:, 0] == 1).double().mean()) for k, y in
+                (("train", data.train[1]), ("test", data.test[1]))}
+
+
+class GCD(Task):
+    """gcd(a, b) for 1 <= a, b < N in base B, decoder-only: `a SEP b = g` with g's digits
+    teacher-forced (seed 004 used an encoder-decoder and saw no grokking in base 10). Operands
+    drawn uniformly or log-uniformly (`sampling`); log-uniform puts more small numbers, hence
+    more large gcds, in the data."""
+
+    finite = False
+
+    def __init__(self, cfg):
+        t = cfg.task
+        self.name = t.name
+        self.N = need_int(t, "n_max", 3, 10 ** 12)
+        self.base = need_int(t, "base", 2, 100)
+        if t.get("sampling") not in ("uniform", "log_uniform"):
+            raise ConfigError(f"task.sampling={t.get('sampling')!r}: uniform or log_uniform")
+        self.sampling = t.sampling
+        self.w = _width(self.N - 1, self.base)
+        self.SEP, self.EQ = self.base, self.base + 1
+        self.vocab, self.n_out, self.n_ctx = self.base + 2, self.base, 3 * self.w + 1
+        self.positions = tuple(range(2 * self.w + 1, 3 * self.w + 1))
+        self.position_names = tuple(f"digit{i}" for i in range(self.w))
+
+    def describe(self):
+        return f"gcd of a, b < {self.N}, base {self.base}, {self.sampling}"
+
+    def _operands(self, n, rng):
+        if self.sampling == "uniform":
+            return rng.integers(1, self.N, n)
+        return np.clip(np.exp(rng.uniform(0, np.log(self.N), n)).astype(np.int64), 1, self.N - 1)
+
+    def sample(self, n, rng):
+        a, b = self._operands(n, rng), self._operands(n, rng)
+        seq = np.concatenate([digits(a, self.w, self.base), np.full((n, 1), self.SEP),
+                              digits(b, self.w, self.base), np.full((n, 1), self.EQ),
+                              digits(np.gcd(a, b), self.w, self.base)], axis=1)
+        mask = np.zeros(seq.shape, dtype=bool)
+        mask[:, 2 * self.w + 1:] = True
+        return seq[:, :-1], targets_from(seq, mask)[:, :-1]

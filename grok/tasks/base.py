@@ -1,0 +1,111 @@
+"""What a run learns: a `Task` turns a config into token sequences and the targets to predict.
+
+Examples are tokens (N, n_ctx) with targets (N, n_ctx): target t is what the model should output
+after reading tokens[:t+1] (teacher forcing), and -1 means "no loss here". Only the positions a
+task names in `positions` ever carry a target, so the model computes logits there only.
+
+Data comes in two kinds:
+- a finite universe (`universe()`: every example, in a fixed order) split by `frac` with the seed,
+  as the modular tasks have always been;
+- drawn examples (`sample(n, rng)`): `task.n_train` distinct examples drawn with the seed, a test
+  set of `task.n_test` others, or, with `n_train: null`, infinite data: a fresh batch of
+  `task.batch` every step, drawn from (seed, step) so a resumed run draws exactly what it would
+  have drawn. The train loss is then a loss on unseen data.
+
+Tasks build their examples with Python integers and NumPy (exact labels, no torch), and check
+their own config values (`check`), so bad input is refused before any job starts.
+"""
+
+import numpy as np
+
+from grok.config import ConfigError
+
+IGNORE = -1
+
+
+class Task:
+    name: str = "task"
+    vocab: int          # input tokens
+    n_out: int          # output classes (the unembedding's width)
+    n_ctx: int          # sequence length
+    positions: tuple    # sequence positions that can carry a target
+    position_names: tuple  # one name per position (per-position losses are logged under them)
+    finite: bool        # universe() exists and `frac` splits it; else sample() and n_train
+
+    def describe(self) -> str:
+        """One line for logs, records and tables."""
+        return self.name
+
+    def universe(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """Examples in the universe (finite tasks), without building them."""
+        raise NotImplementedError
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def shape(self) -> tuple:
+        """What runs of one pack must share (tensor shapes of examples and model)."""
+        return (self.vocab, self.n_out, self.n_ctx, tuple(self.positions))
+
+    def record(self) -> dict:
+        """Fields a run's summary carries for this task (tables group by them)."""
+        return {"task": self.name, "task_desc": self.describe()}
+
+    def stats(self, data) -> dict:
+        """Facts about this run's data for its summary (e.g. class balance)."""
+        return {}
+
+    def probe(self, data, device):
+        """Inputs the progress measures read, built once per run."""
+        return None
+
+    def measures(self, model, probe, full: bool, mc) -> dict:
+        """Progress measures of `model` (a single run's model): weight norms by default."""
+        from grok.measures import weight_sq
+
+        return weight_sq(model)
+
+
+def targets_from(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Next-token targets: target t = tokens[t+1] where mask[t], else -1."""
+    out = np.full_like(tokens, IGNORE)
+    out[:, :-1] = np.where(mask[:, :-1], tokens[:, 1:], IGNORE)
+    return out
+
+
+def rng_for(seed: int, stream: int, step: int = 0) -> np.random.Generator:
+    """Independent, reproducible streams: 0 train, 1 test, 2 the batch of a step (infinite data),
+    3 probes for the measures."""
+    return np.random.default_rng([seed, stream, step])
+
+
+def distinct(task: Task, n: int, rng: np.random.Generator, exclude: set | None = None):
+    """n distinct examples (by tokens), none in `exclude` (row bytes); a clear error if the task
+    has too few."""
+    seen = set(exclude or ())
+    rows_t, rows_y = [], []
+    for _ in range(200):
+        t, y = task.sample(max(2 * (n - len(rows_t)), 64), rng)
+        for i in range(len(t)):
+            key = t[i].tobytes()
+            if key not in seen:
+                seen.add(key)
+                rows_t.append(t[i])
+                rows_y.append(y[i])
+                if len(rows_t) == n:
+                    return np.stack(rows_t), np.stack(rows_y)
+    raise ConfigError(f"task {task.describe()}: could not draw {n} distinct examples "
+                      f"(the task has too few; lower task.n_train or task.n_test)")
+
+
+def need_int(cfg, key: str, lo: int, hi: int | None = None) -> int:
+    """A task config value that must be an integer in [lo, hi]; one clear line otherwise."""
+    v = cfg.get(key)
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+    if not ok:
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ConfigError(f"task.{key}={v!r}: must be an integer {rng}")
+    return v

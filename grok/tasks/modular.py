@@ -1,0 +1,63 @@
+"""Binary operations mod p (the original grokking tasks): x o y = z for every pair, read at the
+last position. The op language, layouts and Fourier progress measures live in grok.ops, grok.data
+and grok.measures; this class is how the trainer sees them."""
+
+import numpy as np
+
+from grok import measures
+from grok.tasks.base import Task
+
+
+class Modular(Task):
+    finite = True
+    positions = (2,)
+    position_names = ("z",)
+
+    def __init__(self, cfg):
+        from grok.config import check_modular  # the op language's checks, shared with preflight
+
+        self.name = cfg.task.name
+        self.op, self.p, self.layout = check_modular(cfg), cfg.p, cfg.model.layout
+        from grok.data import vocab_size
+
+        self.vocab, self.n_out, self.n_ctx = vocab_size(self.layout, self.p), self.p, 3
+
+    def size(self) -> int:
+        return len(self.op.labels(self.p)[2])
+
+    def describe(self) -> str:
+        return f"{self.op.pretty} mod {self.p}"
+
+    def universe(self):
+        """Every pair with an answer, x-major (the split's order, unchanged since format 1)."""
+        from grok.data import tokens_for  # torch: kept out of the config check's imports
+        import torch
+
+        x, y, z = (torch.from_numpy(a).long() for a in self.op.labels(self.p))
+        tokens = tokens_for(self.op, self.layout, self.p, x, y).numpy()
+        targets = np.full(tokens.shape, -1, dtype=np.int64)
+        targets[:, 2] = z.numpy()
+        return tokens, targets
+
+    def record(self) -> dict:
+        return {"task": self.name, "task_desc": self.describe(), "op": self.op.canonical,
+                "op_pretty": self.op.pretty, "p": self.p}
+
+    def probe(self, data, device):
+        """The p x p grid the Fourier measures read: tokens, labels (-1 where the op has no
+        answer, e.g. y = 0 in division) and which pairs are in the training set."""
+        import torch
+
+        from grok.data import full_grid, make_dataset
+
+        # The modular split is the generic finite split (same seed, same order), so the pairs
+        # of make_dataset are the pairs this run trains on.
+        ds = make_dataset(self.op, self.p, data.frac, data.seed, self.layout)
+        assert torch.equal(ds.train_idx, data.train_idx)
+        return tuple(t.to(device) for t in full_grid(self.op, self.p, self.layout, ds))
+
+    def measures(self, model, probe, full: bool, mc) -> dict:
+        if not hasattr(model, "W_L"):  # Fourier measures read the 1-layer model's W_E and W_L
+            return measures.weight_sq(model)
+        return measures.compute(model, self.p, *(probe if full else (None,) * 3), self.op,
+                                eta=mc.eta, full=full, fixed_keys=mc.key_freqs)
