@@ -103,11 +103,14 @@ def _data(cfg: DictConfig, task) -> None:
             raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} examples "
                               f"of {task.describe()}")
         return
-    if cfg.task.get("n_train") is not None:
-        _int(cfg, "task.n_train", lo=1)
-    else:
+    n_test = _int(cfg, "task.n_test", lo=1)
+    if cfg.task.get("n_train") is None:
         _int(cfg, "task.batch", lo=1)
-    _int(cfg, "task.n_test", lo=1)
+        return
+    n_train, most = _int(cfg, "task.n_train", lo=1), task.capacity()
+    if n_train + n_test > most:
+        raise ConfigError(f"task.n_train={n_train}: with task.n_test={n_test}, more than the {most} "
+                          f"distinct examples of {task.describe()}")
 
 
 def _model(cfg: DictConfig, task) -> None:

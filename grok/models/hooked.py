@@ -133,7 +133,7 @@ class HookedTransformer(PackModule):
             x = self._block(block, f"blocks.{l}.", x, at if last else None, W, hook)
         if self.ln_final is not None:
             x = self._ln(self.ln_final, "ln_final.", x, W, hook)
-        logits = x @ W(self.unembed.W_U).unsqueeze(1)
+        logits = _linear(x, W(self.unembed.W_U))
         return logits if self.n_runs else logits[0]
 
     def run_with_cache(self, tokens: torch.Tensor, **kw) -> tuple[torch.Tensor, dict]:
@@ -159,20 +159,19 @@ class HookedTransformer(PackModule):
         z = hook(name + "attn.hook_z", (pattern @ v.transpose(2, 3)).transpose(2, 3))  # (R, B, K, h, e)
         W_O = W(a.W_O)                                                   # (R, h, e, d)
         R, h, e, d = W_O.shape
-        attn_out = hook(name + "hook_attn_out",
-                        z.flatten(-2) @ W_O.reshape(R, 1, h * e, d))    # heads summed in the matmul
+        attn_out = hook(name + "hook_attn_out", _linear(z.flatten(-2), W_O.reshape(R, h * e, d)))
         x = xq + attn_out
         if b.mlp is None:
             return hook(name + "hook_resid_post", x)
         x = hook(name + "hook_resid_mid", x)
         xn = self._ln(b.ln2, name + "ln2.", x, W, hook) if b.ln2 is not None else x
         m = b.mlp
-        pre = xn @ W(m.W_in).unsqueeze(1)
+        pre = _linear(xn, W(m.W_in))
         if m.b_in is not None:
             pre = pre + W(m.b_in)[:, None, None]
         pre = hook(name + "mlp.hook_pre", pre)
         post = hook(name + "mlp.hook_post", F.relu(pre) if self.act == "relu" else F.gelu(pre))
-        out = post @ W(m.W_out).unsqueeze(1)
+        out = _linear(post, W(m.W_out))
         if m.b_out is not None:
             out = out + W(m.b_out)[:, None, None]
         x = x + hook(name + "hook_mlp_out", out)
@@ -182,7 +181,7 @@ class HookedTransformer(PackModule):
     def _heads(x, Wh):
         """x (R, B, T, d) through per-head weights (R, h, d, e): (R, B, T, h, e)."""
         R, h, d, e = Wh.shape
-        return (x @ Wh.permute(0, 2, 1, 3).reshape(R, 1, d, h * e)).unflatten(-1, (h, e))
+        return _linear(x, Wh.permute(0, 2, 1, 3).reshape(R, d, h * e)).unflatten(-1, (h, e))
 
     @staticmethod
     def _ln(ln, name, x, W, hook):
@@ -190,6 +189,13 @@ class HookedTransformer(PackModule):
         scale = hook(name + "hook_scale", (x.pow(2).mean(-1, keepdim=True) + LN_EPS).sqrt())
         x = hook(name + "hook_normalized", x / scale)
         return x * W(ln.w)[:, None, None] + W(ln.b)[:, None, None]
+
+
+def _linear(x: torch.Tensor, Wr: torch.Tensor) -> torch.Tensor:
+    """x (R, B, T, i) times each run's weight (R, i, o): one bmm over all B*T rows of a run
+    (a broadcast matmul would run B small products and a B-fold weight gradient)."""
+    R, B, T, i = x.shape
+    return torch.bmm(x.reshape(R, B * T, i), Wr).view(R, B, T, -1)
 
 
 class _Hooks:

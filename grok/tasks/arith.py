@@ -44,6 +44,9 @@ class DigitsAdd(Task):
     def describe(self):
         return f"{self.n}-digit addition, base {self.base}"
 
+    def capacity(self):
+        return self.base ** (2 * self.n)
+
     def sample(self, n_examples, rng):
         top = self.base ** self.n
         a, b = rng.integers(0, top, n_examples), rng.integers(0, top, n_examples)
@@ -126,6 +129,9 @@ class GCD(Task):
 
     def describe(self):
         return f"gcd of a, b < {self.N}, base {self.base}, {self.sampling}"
+
+    def capacity(self):
+        return (self.N - 1) ** 2
 
     def _operands(self, n, rng):
         if self.sampling == "uniform":

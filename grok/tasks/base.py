@@ -39,6 +39,10 @@ class Task:
     def universe(self) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def capacity(self) -> int:
+        """How many distinct examples a drawn task has (exact Python int; checked up front)."""
+        raise NotImplementedError
+
     def size(self) -> int:
         """Examples in the universe (finite tasks), without building them."""
         raise NotImplementedError

@@ -35,6 +35,9 @@ class RepeatSubseq(Task):
         return (f"repeated subsequence, {self.n_tokens} tokens, length {self.length}, "
                 f"span {self.span_min}-{self.span_max}")
 
+    def capacity(self):
+        return self.n_tokens ** (self.length - self.span_max)  # at least; far above any n_train
+
     def sample(self, n, rng):
         seq = rng.integers(0, self.n_tokens, (n, self.length + 1))
         seq[:, -1] = self.END
@@ -83,6 +86,10 @@ class MaxElement(Task):
     def describe(self):
         return f"max of {self.length} values < {self.n_values}"
 
+    def capacity(self):
+        """Sequences whose largest value v occurs once: length * v^(length-1) for each v."""
+        return sum(self.length * v ** (self.length - 1) for v in range(1, self.n_values))
+
     def sample(self, n, rng):
         rows = []
         while sum(len(r) for r in rows) < n:
@@ -129,6 +136,9 @@ class Sort(Task):
     def describe(self):
         k = self.length if self.min_length == self.length else f"{self.min_length}-{self.length}"
         return f"sort {k} values < {self.n_values}"
+
+    def capacity(self):
+        return sum(self.n_values ** k for k in range(self.min_length, self.length + 1))
 
     def sample(self, n, rng):
         seq = np.full((n, 2 * self.length + 2), self.PAD, dtype=np.int64)
