@@ -1,0 +1,60 @@
+"""Each task, trained end to end at a CI-sized config, shows the behaviour its seed reports (not
+just that it runs). These train real models for hundreds to thousands of steps: marked slow."""
+
+import json
+
+import pytest
+from conftest import compose_cfg, read_metrics
+
+from grok.train import run
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+QUIET = ["logger=none", "train.checkpoint_every=100000"]
+
+
+def train(tmp_path, *overrides):
+    cfg = compose_cfg([*QUIET, *overrides])
+    summary = run(cfg, tmp_path)
+    return summary, read_metrics(tmp_path)
+
+
+def test_max_element_reaches_full_accuracy_and_attends_to_the_max(tmp_path):
+    s, rows = train(tmp_path, "experiment=max_element", "task.n_train=500", "train.steps=1500",
+                    "train.early_stop_after=100")
+    assert s["final_test_acc"] >= 0.99 and s["final_train_acc"] >= 0.99
+    first, last = rows[0], rows[-1]
+    assert last["attn_to_max"] > 0.5 > first["attn_to_max"]  # the skip trigrams attend to the max
+    # one skip trigram per common maximum (11..14 of values < 15; rarer maxima get few examples)
+    assert all(last[f"loss_by_max/{v}"] < 0.1 * first[f"loss_by_max/{v}"] for v in (11, 12, 13, 14))
+
+
+def test_sort_reaches_full_accuracy_at_every_position(tmp_path):
+    s, rows = train(tmp_path, "experiment=sort", "task.n_train=1000", "train.steps=1500",
+                    "train.early_stop_after=100")
+    assert s["final_test_acc"] >= 0.99  # whole sorted lists right
+    last = rows[-1]
+    assert all(last[f"test_acc/pos{t}"] >= 0.99 for t in range(6, 11))
+    assert {"train_loss/pos6", "test_loss/pos10"} <= set(last)
+
+
+def test_prime_records_its_verdict_and_class_balance(tmp_path):
+    s, rows = train(tmp_path, "experiment=prime", "train.steps=200", "train.early_stop_after=null")
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["verdict"] in ("grokked", "generalised without delay", "did not generalise")
+    assert on_disk["task"] == "prime" and on_disk["n_train"] == 50 and on_disk["n_test"] == 50
+    share = (on_disk["prime_frac_train"] + on_disk["prime_frac_test"]) / 2
+    assert share == pytest.approx(25 / 100)  # 25 primes below 100
+    assert "op" not in on_disk and on_disk["task_desc"] == "primality of n < 100, base 10"
+
+
+def test_repeat_subseq_forms_an_induction_head(tmp_path):
+    s, rows = train(tmp_path, "experiment=repeat_subseq", "task.n_train=null", "task.batch=256",
+                    "task.length=16", "task.n_tokens=20", "task.span_min=3", "task.span_max=6",
+                    "optimizer.weight_decay=0.01", "train.steps=800", "train.eval_every=100",
+                    "train.early_stop_after=null")
+    last = rows[-1]
+    layer2 = max(v for k, v in last.items() if k.startswith("induction_score/L1H"))
+    assert layer2 > 0.5, layer2
+    assert rows[0]["induction_score_max"] < 0.3
+    # the repeated half of random tokens is predicted, the first half is not
+    assert last["probe_loss_repeat_half"] < 0.25 * last["probe_loss_first_half"]
