@@ -504,3 +504,30 @@ def test_chunked_forward_changes_no_run_by_a_bit(tmp_path, chunk):
     for i in range(3):
         assert_same_run(tmp_path / f"whole{i}", tmp_path / f"part{i}")
     assert summary(tmp_path / "part2")["early_stopped"]
+
+
+# -- 6. other tasks pack too --------------------------------------------------------------------
+
+SMALL_MODEL = ["model.d_model=32", "model.d_head=8", "model.d_mlp=64", "train.steps=30",
+               "train.eval_every=10", "train.early_stop_after=null"]
+
+
+@pytest.mark.parametrize("task,variants", [
+    # drawn data of different sizes (padding), a 2-layer attention-only model with measures
+    (["task=repeat_subseq", "model=attn_only", "model.n_layers=2", "task.length=12",
+      "task.span_max=5", "measures=default"],
+     [["task.n_train=64", "seed=0"], ["task.n_train=96", "seed=1", "optimizer.lr=3e-3"]]),
+    # infinite data: each run draws its own batch every step
+    (["task=digits_add", "task.n_digits=3", "task.n_train=null", "task.batch=32", "task.n_test=50"],
+     [["seed=0"], ["seed=1", "optimizer.weight_decay=0.1"], ["seed=2"]]),
+])
+def test_runs_of_other_tasks_pack_as_they_run_alone(tmp_path, task, variants):
+    base = ["logger=none", "train.threads=1", "train.dtype=float64", "measures=off", *SMALL_MODEL, *task]
+    cfgs = configs(base, *variants)
+    train_pack(cfgs, [tmp_path / f"pack{i}" for i in range(len(cfgs))])
+    for i, c in enumerate(cfgs):
+        run(c, tmp_path / f"alone{i}")
+        assert_like_alone(tmp_path / f"alone{i}", tmp_path / f"pack{i}")
+    rows = read_metrics(tmp_path / "pack0")
+    assert [r["step"] for r in rows] == [0, 10, 20, 30]
+    assert len({r["train_loss"] for r in rows}) == 4

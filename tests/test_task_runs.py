@@ -58,3 +58,20 @@ def test_repeat_subseq_forms_an_induction_head(tmp_path):
     assert rows[0]["induction_score_max"] < 0.3
     # the repeated half of random tokens is predicted, the first half is not
     assert last["probe_loss_repeat_half"] < 0.25 * last["probe_loss_first_half"]
+
+
+def test_digits_add_on_infinite_data_has_a_phase_change_per_digit(tmp_path):
+    """Seed 000: the loss on each sum digit drops on its own, at its own step."""
+    s, rows = train(tmp_path, "experiment=digits_add", "task.n_train=null", "task.batch=256",
+                    "model.d_model=64", "model.d_head=16", "model.d_mlp=256",
+                    "optimizer.weight_decay=0.1", "train.steps=450", "train.eval_every=25",
+                    "train.early_stop_after=null")
+    assert s["n_train"] is None
+    drops = []
+    for i in range(6):
+        losses = [(r["step"], r[f"test_loss/digit{i}"]) for r in rows]
+        assert losses[0][1] > 2.0  # chance: ln 10
+        drops.append(next(step for step, v in losses if v < 1.0))  # KeyError/StopIteration: never
+    assert len(set(drops)) >= 3 and max(drops) - min(drops) >= 150, drops
+    # and the train loss is a loss on unseen data: it tracks the test loss
+    assert abs(rows[-1]["train_loss"] - rows[-1]["test_loss"]) < 0.5 * rows[-1]["test_loss"] + 0.05
