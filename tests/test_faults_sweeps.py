@@ -110,14 +110,45 @@ def test_pool_never_overwrites_a_complete_record_of_a_job_that_died_after_finish
     (run / "summary.json").write_text(json.dumps(done))
     launcher = PoolLauncher(n_jobs=1)
     launcher.job_dir = lambda num, overrides: tmp_path / str(num)
-    ret = launcher._died("killed by signal 9 (SIGKILL)", 7, ["seed=1"])
+    ret = launcher._died("worker died: killed by signal 9 (SIGKILL)", 7, ["seed=1"])
     assert ret.return_value == done
     assert json.loads((run / "summary.json").read_text()) == done
-    ret = launcher._died("killed by signal 9 (SIGKILL)", 8, ["seed=2"])  # no record yet: failed
+    ret = launcher._died("worker died: killed by signal 9 (SIGKILL)", 8, ["seed=2"])  # no record yet: failed
     failed = json.loads((tmp_path / "8" / "summary.json").read_text())
     assert failed["status"] == "failed" and "killed by signal 9" in failed["error"]
     with pytest.raises(RuntimeError, match="worker died"):
         ret.return_value
+
+
+def test_pool_job_that_raises_is_one_failed_job_with_its_error(tmp_path):
+    """Job 0 finds a corrupt checkpoint (its own exception, carried back from its process)."""
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    (sweep / "0" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    r = launch(["-m", "hydra/launcher=pool", "seed=0,1", *TINY, "train.steps=20", "logger=none",
+                f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-3000:]
+    failed = json.loads((sweep / "0" / "summary.json").read_text())
+    assert failed["status"] == "failed" and "checkpoint" in failed["error"].lower()
+    assert "Traceback" in (sweep / "0" / "launch.log").read_text()
+    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "complete"
+    assert "1 of 2 jobs complete" in r.stderr
+
+
+def test_pool_job_result_survives_an_exception_that_does_not_unpickle():
+    import cloudpickle
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.grok_launchers.pool_job import portable
+
+    class Picky(Exception):
+        def __init__(self, a, b):
+            super().__init__(f"{a} and {b}")
+
+    ret = JobReturn(overrides=["seed=0"], status=JobStatus.FAILED, _return_value=Picky(1, 2))
+    back = cloudpickle.loads(portable(ret))
+    with pytest.raises(RuntimeError, match="Picky: 1 and 2"):
+        back.return_value
 
 
 # --- analysis: one bad run folder is skipped with its reason, never stops the rest ---------------

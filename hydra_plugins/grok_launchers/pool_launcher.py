@@ -6,7 +6,7 @@ its process was its own, so no other job goes with it, the next job starts, its 
 failed `summary.json` naming the cause, and the launch returns normally so the sweep is reported.
 (A pool that reuses workers, as joblib's loky does, breaks as a whole when one worker dies.)
 
-Each job runs `python -m hydra_plugins.grok_launchers.pool_job`, which composes its config and
+Each job runs `python -P -m hydra_plugins.grok_launchers.pool_job`, which composes its config and
 runs it through Hydra's `run_job` exactly as Hydra's own launchers do: the same folder,
 `.hydra/`, `launch.log`; its stdout and stderr are this process's.
 """
@@ -142,35 +142,44 @@ class PoolLauncher(Launcher):
 
     def _start(self, shared: Path, tmp: Path, env: dict, num: int, overrides: list[str]) -> subprocess.Popen:
         job = tmp / f"{num}.json"
-        job.write_text(json.dumps({"num": num, "overrides": overrides}))
-        return subprocess.Popen([sys.executable, "-m", "hydra_plugins.grok_launchers.pool_job",
+        job.write_text(json.dumps({"num": num, "overrides": overrides, "sys_path": sys.path}))
+        # -P: nothing from the working folder ahead of the launcher's own import path
+        return subprocess.Popen([sys.executable, "-P", "-m", "hydra_plugins.grok_launchers.pool_job",
                                  str(shared), str(job), str(tmp / f"{num}.result")], env=env)
 
     def _result(self, proc, result: Path, num: int, overrides: list[str]) -> JobReturn:
         import cloudpickle
 
         if proc.returncode == 0 and result.exists():
-            with open(result, "rb") as f:
-                return cloudpickle.load(f)
-        return self._died(how_it_ended(proc.returncode), num, overrides)
+            try:
+                with open(result, "rb") as f:
+                    return cloudpickle.load(f)
+            except Exception as e:  # noqa: BLE001 - one unreadable result is one failed job
+                return self._died(f"unreadable result ({type(e).__name__}: {e})", num, overrides)
+        return self._died(f"worker died: {how_it_ended(proc.returncode)}", num, overrides)
 
-    def _died(self, how: str, num: int, overrides: list[str]) -> JobReturn:
+    def _died(self, what: str, num: int, overrides: list[str]) -> JobReturn:
         """A job whose process ended without a result: its folder says it failed and why, unless
         its run had already completed (then the record on disk is the whole result)."""
         from grok.tracking import SUMMARY, record_failure
 
-        run_dir = self.job_dir(num, overrides)
         ret = JobReturn(overrides=overrides)
+        try:
+            run_dir = self.job_dir(num, overrides)
+        except Exception as e:  # noqa: BLE001 - no folder to mark; the sweep still goes on
+            log.error("job #%d failed: %s (its folder is unknown: %s)", num, what, e)
+            ret.status, ret.return_value = JobStatus.FAILED, JobDied(what)
+            return ret
         try:
             summary = json.loads((run_dir / SUMMARY).read_text())
         except (OSError, ValueError):
             summary = {}
         if isinstance(summary, dict) and summary.get("status") == "complete":
-            log.warning("job #%d (%s): its process %s after its run completed; the record in %s "
-                        "is complete", num, " ".join(filter_overrides(overrides)), how, run_dir)
+            log.warning("job #%d (%s): %s after its run completed; the record in %s is complete",
+                        num, " ".join(filter_overrides(overrides)), what, run_dir)
             ret.status, ret.return_value = JobStatus.COMPLETED, summary
             return ret
-        error = JobDied(f"worker died: {how}")
+        error = JobDied(what)
         log.error("job #%d (%s) failed: %s", num, " ".join(filter_overrides(overrides)), error)
         run_dir.mkdir(parents=True, exist_ok=True)
         with open(run_dir / "launch.log", "a") as f:  # the job's own log ends saying so
