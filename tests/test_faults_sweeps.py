@@ -219,6 +219,15 @@ def test_plots_draw_a_diverged_run_and_skip_unreadable_metrics(two_runs, tmp_pat
     assert len(printed.splitlines()) == 6
 
 
+def test_plots_of_one_run_folder_named_by_a_short_relative_path(two_runs, tmp_path, monkeypatch, capsys):
+    """`python -m analysis plots myrun` (one folder, relative): the PNG is named, not an error."""
+    copy_run(two_runs[0], tmp_path / "myrun")
+    monkeypatch.chdir(tmp_path)
+    analysis_main(["plots", "myrun"])
+    assert capsys.readouterr().out.strip() == f"myrun/analysis/run_{tmp_path.name}_myrun.png"
+    assert (tmp_path / "myrun" / "analysis" / f"run_{tmp_path.name}_myrun.png").stat().st_size > 1000
+
+
 def test_plots_of_a_torn_metrics_file_use_its_complete_lines(two_runs, tmp_path):
     from analysis.plots import read_metrics
 
