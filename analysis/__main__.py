@@ -6,6 +6,9 @@
     python -m analysis plots outputs/sweeps/X
     python -m analysis labels x2+y2 --p 97 --frac 0.3
     python -m analysis grid --wandb me/grok --group 2026-11-21_14-03-51-627762
+
+A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
+is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What analysis skips).
 """
 
 import argparse
@@ -25,17 +28,20 @@ def _dirs(args) -> list[Path]:
 
 
 def _load(args):
+    """(runs, sources, output folder). Every run folder (or W&B run) left out is one line on
+    stderr, `skipped <where>: <why>`; only no run at all stops the command."""
     if getattr(args, "wandb", None):  # synced runs, through the W&B API (needs the network)
         from analysis.collate import from_wandb
 
-        runs, dirs = from_wandb(args.wandb, group=args.group), [f"wandb:{args.wandb}"]
+        problems = []
+        runs, dirs = from_wandb(args.wandb, group=args.group, problems=problems), [f"wandb:{args.wandb}"]
         out = Path(args.out or "outputs/analysis")
     else:
         dirs = _dirs(args)
         runs, problems = load_runs(*dirs)
-        for line in problems:
-            print(f"skipped {line}", file=sys.stderr)
         out = Path(args.out) if args.out else dirs[0] / "analysis"
+    for line in problems:
+        print(f"skipped {line}", file=sys.stderr)
     if runs.empty:
         sys.exit(f"error: no complete runs in {', '.join(map(str, dirs))}")
     out.mkdir(parents=True, exist_ok=True)
@@ -76,12 +82,27 @@ def cmd_exponents(args):
 
 
 def cmd_plots(args):
-    from analysis.plots import plot_run
+    from analysis.plots import BadRecord, plot_run
 
     runs, _, out = _load(args)
+    made = 0
     for run in runs.run:
-        name = Path(run).relative_to(Path(run).parents[1]).as_posix().replace("/", "_")
-        print(plot_run(run, out / f"run_{name}.png"))
+        name = "_".join(Path(run).resolve().parts[-2:])  # <sweep>_<job>: unique over sweeps
+        notes = []
+        try:
+            png = plot_run(run, out / f"run_{name}.png", notes=notes)
+        except BadRecord as e:
+            print(f"skipped {run}: {e}", file=sys.stderr)
+            continue
+        except Exception as e:  # noqa: BLE001 - one run that cannot be drawn never stops the rest
+            print(f"skipped {run}: plot failed ({type(e).__name__}: {e})", file=sys.stderr)
+            continue
+        for note in notes:
+            print(f"note {run}: {note}", file=sys.stderr)
+        print(png)
+        made += 1
+    if not made:
+        sys.exit(f"error: no run could be plotted ({len(runs)} skipped)")
 
 
 def cmd_labels(args):

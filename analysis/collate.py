@@ -1,36 +1,93 @@
 """Sweeps -> one tidy DataFrame, a row per run, from local records or from a W&B group.
 
 A run folder is one with a `config.yaml` and a `summary.json` (see grok.tracking). Folders that are
-half-written, corrupt or failed are reported by path and left out; they never stop the table.
+half-written, corrupt, failed or not a whole run are reported by path and why, and left out; they
+never stop the table. A run counts only when its record names a valid op, p, frac, seed, model and
+optimizer (from its summary, else its config) and its summary a verdict and best test accuracy.
 """
 
 import json
+import math
+import numbers
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from grok.tracking import CONFIG, SUMMARY
+from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
 
 COLUMNS = ["sweep_id", "task", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
            "verdict", "memorisation_step", "grok_step", "grok_delay", "best_test_acc",
            "final_test_acc", "steps", "wall_time_s", "run"]
+REQUIRED = ["op", "p", "frac", "seed", "model", "optimizer", "verdict", "best_test_acc"]
+NUMBERS = ["memorisation_step", "grok_step", "grok_delay", "best_test_acc", "final_test_acc", "steps",
+           "wall_time_s"]
+VERDICTS = (GROKKED, NO_DELAY, NOT_GENERALISED)
+# Non-finite floats as JSON writers spell them: bare NaN (Python's json), or as strings.
+NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def number(value):
+    """A JSON value as a float where it stands for one ("NaN", "Infinity" too); else as it is."""
+    if isinstance(value, str) and value in NON_FINITE:
+        return NON_FINITE[value]
+    return value
+
+
+def is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _row(summary: dict, config: dict, where: str) -> dict:
-    row = {k: summary.get(k) for k in COLUMNS}
+    row = {k: number(summary.get(k)) for k in COLUMNS}
     # Older or foreign summaries may lack the run keys: fall back on the resolved config.
-    row["task"] = row["task"] or config.get("task", {}).get("name")
-    row["model"] = row["model"] or config.get("model", {}).get("name")
-    row["optimizer"] = row["optimizer"] or config.get("optimizer", {}).get("name")
-    for key in ("p", "frac", "seed", "sweep_id"):
+    for key in ("task", "model", "optimizer"):
+        group = config.get(key)
+        row[key] = row[key] or (group.get("name") if isinstance(group, dict) else None)
+    for key in ("op", "p", "frac", "seed", "sweep_id"):
         row[key] = config.get(key) if row[key] is None else row[key]
-    if row["op"] is None:
-        from grok.ops import parse_op
-        op = parse_op(str(config["op"]))
-        row["op"], row["op_pretty"] = op.canonical, op.pretty
     row["run"] = where
     return row
+
+
+def check_row(row: dict) -> str | None:
+    """Why this row is no run to count (one line), or None; a good row is normalised in place:
+    op canonical (and its pretty form), p and seed ints, frac a float."""
+    missing = [k for k in REQUIRED if row.get(k) is None]
+    if missing:
+        return f"incomplete summary (no {', '.join(missing)})"
+    from grok.ops import OpError, parse_op
+
+    p = row["p"]
+    if not is_number(p) or not math.isfinite(p) or p != int(p) or p < 2:
+        return f"bad p {p!r} (an integer >= 2 expected)"
+    row["p"] = int(p)
+    try:
+        op = parse_op(str(row["op"]))
+        op.check_p(row["p"])
+    except OpError as e:
+        return f"bad op {row['op']!r} ({' '.join(str(e).split())})"
+    row["op"], row["op_pretty"] = op.canonical, op.pretty
+    frac = row["frac"]
+    if not is_number(frac) or not 0 < frac < 1:
+        return f"bad frac {frac!r} (a number between 0 and 1 expected)"
+    row["frac"] = float(frac)
+    seed = row["seed"]
+    if not is_number(seed) or not math.isfinite(seed) or seed != int(seed):
+        return f"bad seed {seed!r} (an integer expected)"
+    row["seed"] = int(seed)
+    for key in ("model", "optimizer"):
+        if not isinstance(row[key], str):
+            return f"bad {key} {row[key]!r} (a name expected)"
+    if row["verdict"] not in VERDICTS:
+        return f"bad verdict {row['verdict']!r} (one of: {', '.join(VERDICTS)})"
+    for key in NUMBERS:
+        if row.get(key) is not None and not is_number(row[key]):
+            return f"bad {key} {row[key]!r} (a number expected)"
+    if not 0 <= row["best_test_acc"] <= 1:
+        return f"bad best_test_acc {row['best_test_acc']!r} (between 0 and 1 expected)"
+    return None
 
 
 def run_folders(root) -> list[Path]:
@@ -53,11 +110,22 @@ def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
             try:
                 summary = json.loads((folder / SUMMARY).read_text())
                 config = yaml.safe_load((folder / CONFIG).read_text())
+                if not isinstance(summary, dict):
+                    problems.append(f"{folder}: unreadable {SUMMARY} (not a JSON object)")
+                    continue
                 if summary.get("status") != "complete":
                     why = summary.get("error", summary.get("status"))
                     problems.append(f"{folder}: run not complete ({why})")
                     continue
-                rows.append(_row(summary, config, str(folder)))
+                if not isinstance(config, dict):
+                    problems.append(f"{folder}: unreadable {CONFIG} (not a mapping)")
+                    continue
+                row = _row(summary, config, str(folder))
+                why = check_row(row)
+                if why:
+                    problems.append(f"{folder}: {why}")
+                    continue
+                rows.append(row)
             except FileNotFoundError as e:
                 problems.append(f"{folder}: missing {Path(e.filename).name} (unfinished?)")
             except Exception as e:  # noqa: BLE001 - any corrupt record is skipped, not fatal
@@ -65,9 +133,10 @@ def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame(rows, columns=COLUMNS), problems
 
 
-def from_wandb(path: str, group: str | None = None, api=None) -> pd.DataFrame:
+def from_wandb(path: str, group: str | None = None, api=None, problems: list | None = None) -> pd.DataFrame:
     """The same schema from a W&B project ("entity/project"), one group (sweep) or all.
-    Needs the network and an API key; offline runs are read from their folders instead."""
+    Needs the network and an API key; offline runs are read from their folders instead.
+    Runs that are no complete run are left out; with `problems`, one line each is added there."""
     if api is None:
         import wandb
 
@@ -75,11 +144,21 @@ def from_wandb(path: str, group: str | None = None, api=None) -> pd.DataFrame:
     runs = api.runs(path, filters={"group": group} if group else None)
     rows = []
     for r in runs:
+        where = f"wandb:{path}/{r.id}"
         summary = dict(r.summary)
         if summary.get("status", "complete") != "complete" or "verdict" not in summary:
+            why = summary.get("error") or summary.get("status") or "no verdict"
+            if problems is not None:
+                problems.append(f"{where}: run not complete ({why})")
             continue
         config = {k: v for k, v in r.config.items() if not k.startswith("_")}
-        rows.append(_row(summary, config, f"wandb:{path}/{r.id}"))
+        row = _row(summary, config, where)
+        why = check_row(row)
+        if why:
+            if problems is not None:
+                problems.append(f"{where}: {why}")
+            continue
+        rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -190,7 +190,7 @@ def test_cli_grid_from_wandb_uses_the_api(monkeypatch, tmp_path, capsys):
 
     seen = {}
 
-    def fake(path, group=None, api=None):
+    def fake(path, group=None, api=None, problems=None):
         seen.update(path=path, group=group)
         return pd.DataFrame([{"sweep_id": "g", "task": "poly", "op": "x^2+y^2", "op_pretty": "x^2+y^2",
                               "p": 97, "frac": 0.5, "seed": 0, "model": "furuta",

@@ -132,7 +132,7 @@ def test_launcher_configs_compose_and_need_nothing_in_the_primary_config():
 
     with initialize_config_dir(str(CONF), version_base="1.3"):
         for name, target in [("slurm", "SlurmLauncher"), ("local", "LocalLauncher"),
-                             ("pool", "JoblibLauncher")]:
+                             ("pool", "PoolLauncher")]:
             cfg = compose("config", overrides=[f"hydra/launcher={name}"], return_hydra_config=True)
             assert cfg.hydra.launcher._target_.endswith(target)
             if name == "pool":
