@@ -54,8 +54,6 @@ def _row(summary: dict, config: dict, where: str) -> dict:
 def check_row(row: dict) -> str | None:
     """Why this row is no run to count (one line), or None; a good row is normalised in place:
     op canonical (and its pretty form), p and seed ints, frac a float."""
-    if row.get("task_desc") and row.get("op") is None:  # grok.tasks: not a modular op
-        return f"task {row.get('task')!r} ({row['task_desc']}): the tables cover modular ops only"
     missing = [k for k in REQUIRED if row.get(k) is None]
     if missing:
         return f"incomplete summary (no {', '.join(missing)})"

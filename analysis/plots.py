@@ -93,6 +93,9 @@ def plot_run(run_dir, out_png, size=(15, 4), dpi=100, notes: list | None = None)
                 col = _series(m, f"{split}_{what}")
                 ax.plot(col.index, col.values, style, marker="o" if len(col) < 3 else None, ms=3,
                         label=f"{split} {what}")  # a point or two: a line would not show them
+        for name in sorted(c for c in m.columns if str(c).startswith("test_loss/")):
+            col = _series(m, name)  # per answer position (multi-token tasks): thin lines
+            axes[0].plot(col.index, col.values, lw=0.8, alpha=0.8, label=name[len("test_"):])
         for name in LOSS_MEASURES:  # the full measures are sparser than the evals: mark each point
             col = _series(m, name)
             if len(col):
@@ -124,8 +127,9 @@ def plot_run(run_dir, out_png, size=(15, 4), dpi=100, notes: list | None = None)
                     ax.axvline(step, color=color, lw=1, ls=":", label=label)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
-        fig.suptitle(f"{s.get('op_pretty', '?')} mod {s.get('p')}, frac {s.get('frac')}, "
-                     f"seed {s.get('seed')}: {s.get('verdict')}"
+        what = (f"{s.get('op_pretty', '?')} mod {s.get('p')}, frac {s.get('frac')}" if s.get("op")
+                else f"{s.get('task_desc', '?')}, n_train {s.get('n_train') or 'infinite'}")
+        fig.suptitle(f"{what}, seed {s.get('seed')}: {s.get('verdict')}"
                      + (f" (diverged at step {diverged:g})" if diverged is not None else ""))
         fig.tight_layout()
         fig.savefig(out_png)
