@@ -25,13 +25,13 @@ def induction(model, tokens: torch.Tensor) -> dict:
     logits, cache = model.run_with_cache(tokens)
     h = tokens.shape[1] // 2
     out = {}
-    for l in range(len(model.blocks)):
-        pattern = cache[f"blocks.{l}.attn.hook_pattern"].double()              # (B, H, T, T)
+    for layer in range(len(model.blocks)):
+        pattern = cache[f"blocks.{layer}.attn.hook_pattern"].double()              # (B, H, T, T)
         ind = pattern.diagonal(offset=-(h - 1), dim1=-2, dim2=-1)[..., 1:]     # q = h..2h-1
         prev = pattern.diagonal(offset=-1, dim1=-2, dim2=-1)                   # q = 1..T-1
         for H, (i, p) in enumerate(zip(ind.mean((0, 2)).tolist(), prev.mean((0, 2)).tolist())):
-            out[f"induction_score/L{l}H{H}"] = i
-            out[f"prev_token_score/L{l}H{H}"] = p
+            out[f"induction_score/L{layer}H{H}"] = i
+            out[f"prev_token_score/L{layer}H{H}"] = p
     out["induction_score_max"] = max(v for k, v in out.items() if k.startswith("induction"))
     out["prev_token_score_max"] = max(v for k, v in out.items() if k.startswith("prev_token"))
     ce = F.cross_entropy(logits[:, :-1].double().transpose(1, 2), tokens[:, 1:], reduction="none")

@@ -298,8 +298,8 @@ def evaluate(pack: Pack, due: list[int], losses, train: dict, chunk: int) -> lis
     names = pack.members[0].task.position_names
     if many:
         for k, name in enumerate(names):
-            cols.update({f"train_loss/{name}": train["pos_loss"][:, k], f"test_loss/{name}": te["pos_loss"][:, k],
-                         f"test_acc/{name}": te["pos_acc"][:, k]})
+            cols.update({f"train_loss/{name}": train["pos_loss"][:, k],
+                         f"test_loss/{name}": te["pos_loss"][:, k], f"test_acc/{name}": te["pos_acc"][:, k]})
     cols = {k: v.tolist() for k, v in cols.items()}  # one transfer for the whole pack
     lr = pack.opt.lr_now().tolist()
     stopped = []

@@ -110,8 +110,8 @@ def test_pack_runs_are_the_single_models():
 # hooks TL only calls with optional flags, like hook_attn_in or hook_result, are not listed).
 def tl_hooks(n_layers, attn_only, ln):
     names = ["hook_embed", "hook_pos_embed"]
-    for l in range(n_layers):
-        b = f"blocks.{l}."
+    for layer in range(n_layers):
+        b = f"blocks.{layer}."
         names += [b + "hook_resid_pre"]
         names += [b + "ln1.hook_scale", b + "ln1.hook_normalized"] if ln else []
         names += [b + "attn.hook_" + h for h in ("q", "k", "v", "attn_scores", "pattern", "z")]

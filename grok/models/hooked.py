@@ -128,9 +128,9 @@ class HookedTransformer(PackModule):
             pos = hook("hook_pos_embed", W(self.pos_embed.W_pos)[:, :T].unsqueeze(1).expand(R, B, T, -1))
             x = x + pos
         at = None if at is None else torch.as_tensor(at, device=tokens.device)
-        for l, block in enumerate(self.blocks):
-            last = l == len(self.blocks) - 1
-            x = self._block(block, f"blocks.{l}.", x, at if last else None, W, hook)
+        for layer, block in enumerate(self.blocks):
+            last = layer == len(self.blocks) - 1
+            x = self._block(block, f"blocks.{layer}.", x, at if last else None, W, hook)
         if self.ln_final is not None:
             x = self._ln(self.ln_final, "ln_final.", x, W, hook)
         logits = _linear(x, W(self.unembed.W_U))

@@ -30,8 +30,9 @@ class Modular(Task):
 
     def universe(self):
         """Every pair with an answer, x-major (the split's order, unchanged since format 1)."""
-        from grok.data import tokens_for  # torch: kept out of the config check's imports
         import torch
+
+        from grok.data import tokens_for  # torch: kept out of the config check's imports
 
         x, y, z = (torch.from_numpy(a).long() for a in self.op.labels(self.p))
         tokens = tokens_for(self.op, self.layout, self.p, x, y).numpy()
