@@ -5,11 +5,13 @@
 
 Times, in one process and interleaved: the training step (as grok.train runs it), the cheap
 measures (weights only), and the full measures (a forward pass over all p*p inputs, key
-frequencies, Fourier norms, restricted and excluded loss). A freshly initialised model has no key
-frequencies, so the full set is timed with `--key-freqs` of them forced in (an upper bound for a
-grokked model, which typically has 3-7). The fraction is the measures' time per training step under
-the `measures` config (cheap every `every` evals, full every `full_every` evals, eval every
-`train.eval_every` steps) over the step time. Prints figures; never fails on them.
+frequencies, Fourier norms, restricted and excluded loss), both as the trainer calls them
+(`task.measures` on the run's view of its pack, with the task's p x p probe). A freshly
+initialised model has no key frequencies, so the full set is timed with `--key-freqs` of them
+forced in (as `measures.key_freqs`; an upper bound for a grokked model, which typically has 3-7).
+The fraction is the measures' time per training step under the `measures` config (cheap every
+`every` evals, full every `full_every` evals, eval every `train.eval_every` steps) over the step
+time. Prints figures; never fails on them.
 """
 
 import argparse
@@ -23,16 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
-from grok import measures  # noqa: E402
 from grok.config import validate  # noqa: E402
-from grok.data import (  # noqa: E402
-    PackBatch,  # noqa: E402
-    full_grid,
-    make_dataset,
-    vocab_size,
-)
-from grok.models.tables import build_model  # noqa: E402
+from grok.data import PackBatch, make_data  # noqa: E402
+from grok.models import build_model  # noqa: E402
 from grok.train import make_optimizer  # noqa: E402
 from grok.train import step as train_step  # noqa: E402
 
@@ -54,33 +51,28 @@ def main():
     args = ap.parse_args()
     with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
-    op = validate(cfg)
+    task = validate(cfg)
     torch.set_flush_denormal(True)
-    data = make_dataset(op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)
+    data = make_data(task, cfg)
     x, y = data.train
-    grid = full_grid(op, cfg.p, cfg.model.layout, data)
+    probe = task.probe(data, torch.device("cpu"))  # the p x p grid, as grok.runs.Run builds it
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, vocab_size(cfg.model.layout, cfg.p), cfg.p)
+    model = build_model(cfg, task)
     pack = type(model).stack([model])  # the trainer's pack of one; measures read its run view
     opt = make_optimizer([cfg], dict(pack.named_parameters()))
     batch = PackBatch.pad([(x, y)])
     model = pack.run(0)
-    keys = list(range(1, args.key_freqs + 1))
-    direction = measures.op_direction(op)
+    # what a grokked model adds: the two op-specific losses (linear ops) on its key frequencies
+    forced = OmegaConf.merge(cfg.measures, {"key_freqs": list(range(1, args.key_freqs + 1))})
 
     def step():
-        train_step(pack, opt, batch)
+        train_step(pack, opt, batch, at=task.positions)
 
     def cheap():
-        measures.compute(model, cfg.p, None, None, None, op, full=False)
+        task.measures(model, probe, False, cfg.measures)
 
     def full():
-        measures.compute(model, cfg.p, *grid, op, full=True)
-        if direction is not None:  # what a grokked model adds: the two op-specific losses
-            with torch.no_grad():
-                logits = model(grid[0])
-            measures.restricted_loss(logits, grid[1], keys, direction)
-            measures.excluded_loss(logits, grid[1], grid[2], keys, direction)
+        task.measures(model, probe, True, forced)
 
     for fn in (step, cheap, full):
         fn()  # warm up

@@ -8,10 +8,11 @@
 Config: seed 002's (`experiment=furuta`: p=97, Furuta model, AdamW lr 1e-3 betas (0.9, 0.98)
 wd 1, no warmup), composed with Hydra from conf/. Run r of a pack has op OPS[r % len(OPS)]
 (--ops; default four ops of the furuta table) and seed r // len(OPS); all runs of a pack share
-one frac. Its model is seeded as grok.runs.Run.init_model does, the pack is
-`Transformer.stack(...)` of them, the optimizer `grok.train.make_optimizer`, the examples
-`PackBatch.pad`, and the step timed is the trainer's `grok.train.step` (forward, float64 loss,
-backward, PackOptimizer update).
+one frac. Its model is seeded and built as grok.runs.Run.init_model does (`grok.models.build_model`:
+the token-table Transformer for this config), the pack is `type(model).stack(...)` of them, the
+optimizer `grok.train.make_optimizer`, the examples `grok.data.make_data` padded by `PackBatch.pad`,
+and the step timed is the trainer's `grok.train.step` at the task's answer positions, in the
+trainer's chunks of runs (forward, float64 loss, backward, PackOptimizer update).
 
 Sequential single runs: R single runs one after another take R times the steps of one, so
 their run-steps/s is the steps/s of a pack of one (same code path: a single run is a pack of
@@ -19,8 +20,9 @@ one). A pack of R makes R run-steps per step. For each frac and each R > 1 the p
 the pack of one are timed in the same process, interleaved in alternating blocks after
 warmup steps (the baseline's blocks last about as long as the pack's), medians of the block
 means; the ratio is the pack's run-steps/s over the baseline timed beside it. An eval of the
-pack (test forward, test loss and accuracy, train accuracy, one transfer, as
-grok.train.evaluate computes them for the whole pack; not the per-run progress measures) is
+pack (train accuracy from the step's train logits, test forward in the trainer's chunks, test
+loss and accuracy, one transfer per column, as grok.train.forward_backward and
+grok.train.evaluate compute them for the whole pack; not the per-run progress measures) is
 timed too and shown as a share of `eval_every` steps.
 
 Then a projection of the wall time of `experiment=furuta_table` (jobs read from
@@ -54,10 +56,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from grok.config import validate  # noqa: E402
-from grok.data import PackBatch, make_dataset, vocab_size  # noqa: E402
-from grok.models.tables import Transformer, build_model  # noqa: E402
-from grok.runs import accuracy, loss_fn  # noqa: E402
-from grok.train import DTYPES, chunk_size, make_optimizer, step  # noqa: E402
+from grok.data import PackBatch, make_data  # noqa: E402
+from grok.models import build_model  # noqa: E402
+from grok.runs import loss_fn  # noqa: E402
+from grok.train import DTYPES, chunk_size, make_optimizer, scores, step  # noqa: E402
 
 OPS = "x+y,x-y,x*y,x2+y2"
 TABLE = REPO / "conf" / "experiment" / "furuta_table.yaml"
@@ -86,37 +88,60 @@ def run_cfgs(base, ops, frac, n):
     return out
 
 
-def init_model(cfg):
+def init_model(cfg, task=None):
     """A run's model as grok.runs.Run.init_model makes it (no checkpoint)."""
+    task = task or validate(cfg)
     torch.manual_seed(cfg.seed)
-    return build_model(cfg.model, vocab_size(cfg.model.layout, cfg.p), cfg.p)
+    return build_model(cfg, task)
+
+
+def pack_loss(logits, targets):
+    """Each run's mean loss (R,) from logits (R, N, K, C), targets (R, N, K), as the trainer."""
+    return loss_fn(logits.flatten(1, 2), targets.flatten(1))
 
 
 class Bench:
     """A pack as the trainer holds it: stacked model, pack optimizer, padded train/test examples."""
 
     def __init__(self, cfgs, device, dtype):
-        datas = []
-        for c in cfgs:
-            op = validate(c)
-            datas.append(make_dataset(op, c.p, c.frac, c.seed, c.model.layout))
+        tasks = [validate(c) for c in cfgs]
+        datas = [make_data(t, c) for t, c in zip(tasks, cfgs)]
         self.R = len(cfgs)
-        self.model = Transformer.stack([init_model(c) for c in cfgs]).to(device, dtype)
+        self.at = tasks[0].positions
+        models = [init_model(c, t) for c, t in zip(cfgs, tasks)]
+        self.model = type(models[0]).stack(models).to(device, dtype)
         self.opt = make_optimizer(cfgs, dict(self.model.named_parameters()))
         self.train = PackBatch.pad([d.train for d in datas]).to(device)
         self.test = PackBatch.pad([d.test for d in datas]).to(device)
         self.n_train = int(self.train.n.max())
-        self.chunk = chunk_size(cfgs[0], self.train.targets.shape[1])  # as the trainer chooses
+        # as the trainer chooses: padded train examples times answer positions
+        self.chunk = chunk_size(cfgs[0], self.train.targets.shape[1] * len(self.at))
 
     def step(self):
-        step(self.model, self.opt, self.train, self.chunk)
+        step(self.model, self.opt, self.train, at=self.at, chunk=self.chunk)
+
+    def logits(self, tokens):
+        """Logits (R, N, K, C) of the whole pack, in the trainer's chunks of runs."""
+        parts = (slice(a, a + self.chunk) for a in range(0, self.R, self.chunk))
+        return torch.cat([self.model.logits_at(tokens[part], self.at, runs=part) for part in parts])
 
     @torch.no_grad()
     def eval(self, train_logits):
-        """What grok.train.evaluate computes for the whole pack before the per-run records."""
-        test_logits = self.model(self.test.tokens)
-        cols = [loss_fn(train_logits, self.train.targets), accuracy(train_logits, self.train.targets),
-                loss_fn(test_logits, self.test.targets), accuracy(test_logits, self.test.targets)]
+        """What an eval step adds for the whole pack before the per-run records: the train
+        scores grok.train.forward_backward takes from the step's logits, and what
+        grok.train.evaluate computes (test forward in chunks, test loss and scores, transfers)."""
+        many = len(self.at) > 1
+        train = scores(train_logits, self.train.targets, many)
+        parts = []
+        for a in range(0, self.R, self.chunk):
+            part = slice(a, a + self.chunk)
+            logits = self.model.logits_at(self.test.tokens[part], self.at, runs=part)
+            targets = self.test.targets[part]
+            parts.append({"loss": pack_loss(logits, targets), **scores(logits, targets, many)})
+        test = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        cols = [train["acc"], test["loss"], test["acc"]]
+        if many:
+            cols += [train["pos_loss"], test["pos_loss"], test["pos_acc"]]
         for c in cols:  # one transfer per column, as grok.train.evaluate
             c.tolist()
         self.opt.lr_now().tolist()
@@ -163,7 +188,7 @@ def measure_pair(pack, base, args, sync):
 
 def time_eval(b, args, sync):
     with torch.no_grad():
-        logits = b.model(b.train.tokens)
+        logits = b.logits(b.train.tokens)
     if not args.device.startswith("cpu"):
         b.eval(logits)  # warmup (on the CPU the forward above is one)
     return statistics.median(block_time(lambda: b.eval(logits), 1, sync) for _ in range(args.eval_reps))
@@ -205,27 +230,28 @@ def check(base_cfg):
         cfgs.append(c)
     dt, cpu = torch.float64, torch.device("cpu")
     pack = Bench(cfgs, cpu, dt)
-    logits = pack.model(pack.train.tokens)
-    losses = loss_fn(logits, pack.train.targets)
+    logits = pack.model.logits_at(pack.train.tokens, pack.at)      # the whole pack in one forward
+    losses = pack_loss(logits, pack.train.targets)
     losses.sum().backward()
+    packed = dict(pack.model.named_parameters())
     d_logit = d_loss = d_grad = d_step = 0.0
     for r, c in enumerate(cfgs):
         n = int(pack.train.n[r])
         x, y = pack.train.tokens[r, :n], pack.train.targets[r, :n]
         single = init_model(c).to(dt)  # a plain single model (no run axis)
-        out = single(x)
-        loss = loss_fn(out, y)
+        out = single.logits_at(x, pack.at)                           # (N, K, C)
+        loss = loss_fn(out.flatten(0, 1), y.flatten())
         loss.backward()
         d_logit = max(d_logit, (out - logits[r, :n]).abs().max().item())
         d_loss = max(d_loss, abs(loss.item() - losses[r].item()))
         for name, w in single.named_parameters():
-            d_grad = max(d_grad, (w.grad - getattr(pack.model, name).grad[r]).abs().max().item())
+            d_grad = max(d_grad, (w.grad - packed[name].grad[r]).abs().max().item())
     pack.opt.step()
     for r, c in enumerate(cfgs):  # each run alone, as grok.train.run trains it: a pack of one
         one = Bench([c], cpu, dt)
         one.step()
         for name, w in one.model.named_parameters():
-            d_step = max(d_step, (w[0] - getattr(pack.model, name)[r]).abs().max().item())
+            d_step = max(d_step, (w[0] - packed[name][r]).abs().max().item())
     ns = pack.train.n.tolist()
     print(f"check float64 cpu, pack of 3 (x+y s0 f0.3, x*y s1 f0.5, x2+y2 s2 f0.3; {ns} train "
           f"pairs, padded to {pack.n_train}) vs each run alone: max |d logits| {d_logit:.2e}, "

@@ -31,8 +31,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from grok.config import validate  # noqa: E402
-from grok.data import PackBatch, make_dataset, vocab_size  # noqa: E402
-from grok.models.tables import Transformer, build_model  # noqa: E402
+from grok.data import PackBatch, make_data  # noqa: E402
+from grok.models import build_model  # noqa: E402
+from grok.models.tables import Transformer  # noqa: E402
 from grok.runs import loss_fn  # noqa: E402
 from grok.train import make_optimizer  # noqa: E402
 from grok.train import step as train_step  # noqa: E402
@@ -56,26 +57,26 @@ def compose_cfg(args):
     return cfg
 
 
-def make_models(cfg, op, dtype=torch.float32):
-    """One model per impl with identical weights (seeded as grok.train.run does)."""
-    vocab = vocab_size(cfg.model.layout, cfg.p)
+def make_models(cfg, task, dtype=torch.float32):
+    """One model per impl with identical weights (seeded as grok.runs.Run.init_model does)."""
     models = {}
     for impl in IMPLS:
         torch.manual_seed(cfg.seed)
-        mcfg = copy.deepcopy(cfg.model)
-        mcfg.impl = impl
-        models[impl] = build_model(mcfg, vocab, cfg.p).to(dtype)
+        c = copy.deepcopy(cfg)
+        c.model.impl = impl
+        models[impl] = build_model(c, task).to(dtype)
+        assert isinstance(models[impl], Transformer) and models[impl].impl == impl
     models["full"].load_state_dict(models["tables"].state_dict())
     return models
 
 
-def check(cfg, op, x, y):
+def check(cfg, task, x, y):
     """Max abs diff of logits and of every gradient between the impls, in float64."""
-    models = make_models(cfg, op, torch.float64)
+    models = make_models(cfg, task, torch.float64)
     logits, grads = {}, {}
     for impl, m in models.items():
-        out = m(x)
-        loss_fn(out, y).backward()
+        out = m.logits_at(x, task.positions)                       # (N, K, C)
+        loss_fn(out.flatten(0, 1), y.flatten()).backward()
         logits[impl] = out.detach()
         grads[impl] = {n: p.grad for n, p in m.named_parameters()}
     dl = (logits["tables"] - logits["full"]).abs().max().item()
@@ -104,27 +105,26 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # as grok/train.py
 
     cfg = compose_cfg(args)
-    op = validate(cfg)
-    data = make_dataset(op, cfg.p, cfg.frac, cfg.seed, cfg.model.layout)
-    x, y = data.train
+    task = validate(cfg)
+    x, y = make_data(task, cfg).train                              # tokens (N, 3), targets (N, 1)
     m = cfg.model
-    print(f"{op.pretty} mod {cfg.p}, frac {cfg.frac} -> {len(y)} train pairs; layout {m.layout}, "
+    print(f"{task.op.pretty} mod {cfg.p}, frac {cfg.frac} -> {len(y)} train pairs; layout {m.layout}, "
           f"d_model {m.d_model}, {m.n_heads} heads x {m.d_head}, d_mlp {m.d_mlp}, "
           f"pos_embed {m.pos_embed}, mlp_bias {m.mlp_bias}; {cfg.optimizer.name} lr "
           f"{cfg.optimizer.lr} betas {tuple(cfg.optimizer.betas)} wd {cfg.optimizer.weight_decay}; "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"load avg {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus")
 
-    dl, dg = check(cfg, op, x, y)
+    dl, dg = check(cfg, task, x, y)
     print(f"check float64 tables vs full: max |d logits| {dl:.2e}, max |d grad| {dg:.2e}")
 
-    models = {impl: Transformer.stack([m]) for impl, m in make_models(cfg, op).items()}  # packs of one
+    models = {impl: Transformer.stack([m]) for impl, m in make_models(cfg, task).items()}  # packs of one
     opts = {impl: make_optimizer([cfg], dict(mod.named_parameters())) for impl, mod in models.items()}
     batch = PackBatch.pad([(x, y)])
 
     def step(impl):
         t0 = time.perf_counter()
-        train_step(models[impl], opts[impl], batch)
+        train_step(models[impl], opts[impl], batch, at=task.positions)
         return time.perf_counter() - t0
 
     for impl in IMPLS:
