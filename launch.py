@@ -73,6 +73,7 @@ def preflight(argv: list[str]) -> tuple[str | None, int]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from grok.config import ConfigError, validate
 
@@ -81,20 +82,22 @@ def preflight(argv: list[str]) -> tuple[str | None, int]:
     try:
         jobs, _, remote = expand_jobs(argv)
         with initialize_config_dir(str(CONF), version_base="1.3"):
-            base = {}
+            base, keys = {}, {}
             for job in jobs:
                 overrides = parser.parse_overrides(job)
                 is_group = [o.key_or_group.lstrip("+~") in groups for o in overrides]
                 key = tuple(o.input_line for o, g in zip(overrides, is_group) if g)
                 if key not in base:
                     base[key] = compose("config", overrides=list(key))
+                    keys[key] = OmegaConf.to_container(base[key], resolve=False)
                 cfg = OmegaConf.create(base[key])  # a copy; struct flag carried over
                 ConfigLoaderImpl._apply_overrides_to_config(
                     [o for o, g in zip(overrides, is_group) if not g], cfg)
-                validate(cfg, device_here=not remote)
+                # reference: no key added (`+fracc=0.3`) or removed (`~p`) by the overrides
+                validate(cfg, device_here=not remote, reference=keys[key])
     except ConfigError as e:
         return str(e), 0
-    except HydraException as e:
+    except (HydraException, OmegaConfBaseException) as e:
         return _one_line(e), 0
     return None, len(jobs)
 

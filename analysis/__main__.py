@@ -111,10 +111,10 @@ def cmd_labels(args):
 
     try:
         op = parse_op(args.op)
-        op.check_p(args.p)
-    except OpError as e:
+        op.check_p(args.p)  # 2 <= p <= MAX_P; a prime p for division (sympy.isprime: no trial division)
+        stats = {**label_uniformity(op, args.p), **label_stats(op, args.p, args.frac, args.splits)}
+    except (OpError, ValueError) as e:  # also a --frac that leaves a side empty, --splits < 1
         sys.exit(f"error: {e}")
-    stats = {**label_uniformity(op, args.p), **label_stats(op, args.p, args.frac, args.splits)}
     print(f"{op.pretty} mod {args.p}, frac {args.frac}")
     for k, v in stats.items():
         print(f"  {k:<22} {v:.6g}" if isinstance(v, float) else f"  {k:<22} {v}")

@@ -16,7 +16,7 @@ from grok.tracking import atomic_write
 FORMAT = 2
 # Keys that may change between a checkpoint and its resume without changing the run's results.
 RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
-                     "train.device", "train.chunk")
+                     "train.device", "train.chunk", "train.max_memory_gb")
 
 
 def fingerprint(cfg: DictConfig) -> dict:

@@ -1,24 +1,35 @@
 """Checks a composed run config before anything is written, so bad input costs one clear line.
 
-Imports no torch: launch.py runs this on every job of a sweep before starting any.
+Imports no torch: launch.py runs this on every job of a sweep before starting any. `validate`
+checks every value, one concern at a time (task and op, model, optimizer, train, measures, grok,
+logger, then the memory a run would need); `check_keys` refuses keys no config group defines
+(`+fracc=0.3`) and keys an override removed (`~p`).
 """
 
+import difflib
+import math
 import re
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from grok.ops import Op, OpError, parse_op
+from grok.ops import MAX_P, Op, OpError, parse_op
 
 TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
 TASKS = (*TASK_OPS, "poly")
+OTHER_TASKS = ("digits_add", "repeat_subseq", "max_element", "sort", "prime", "gcd")  # grok.tasks
 OPTIMIZERS = ("adamw", "adam", "sgd")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 CRITERIA = ("held",)
 DTYPES = ("float32", "float64")
+DTYPE_BYTES = {"float32": 4, "float64": 8}  # torch's itemsize (a test holds them equal)
 LAYOUTS = ("nanda", "furuta")  # [x, y, =] and [x, op, y]; see grok.data
+IMPLS = ("auto", "tables", "full", "hooked")  # see conf/model/transformer.yaml
 ARCHS = ("transformer", "mlp")
-IMPLS = ("auto", "tables", "full", "hooked")  # see grok.models.build_model
+N_CTX = 3                      # tokens per example in both layouts
+MAX_INT = 2**63 - 1            # every count and seed fits an int64 (torch, numpy, pandas, W&B)
+MAX_THREADS = 1024             # more torch threads than any machine has cores is a typo
 
 
 def n_train_for(frac: float, n: int) -> int:
@@ -29,11 +40,64 @@ class ConfigError(ValueError):
     """A bad config value; the message is one line naming the key and the value."""
 
 
-def _int(cfg, key, lo=None):
+# -- reading values --------------------------------------------------------------------------
+# The checks read a plain copy of the config (dicts and lists), resolving only the interpolations
+# they meet: reading a DictConfig key costs ~20 us and resolving an interpolation ~1 ms, and a
+# 700-job sweep is checked before it starts.
+
+class _View:
+    """A config as plain containers (interpolations unresolved) and the config itself."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg if isinstance(cfg, DictConfig) else None
+        self.raw = OmegaConf.to_container(cfg, resolve=False) if self.cfg is not None else cfg
+
+
+def _view(cfg) -> _View:
+    return cfg if isinstance(cfg, _View) else _View(cfg)
+
+
+def _interpolated(x) -> bool:
+    if isinstance(x, str):
+        return "${" in x
+    if isinstance(x, (list, dict)):
+        return any(_interpolated(v) for v in (x.values() if isinstance(x, dict) else x))
+    return False
+
+
+def _select(cfg: _View, key: str):
+    """The value at the dotted `key`; a missing key, a `???` or a failing interpolation is a
+    ConfigError naming the key."""
+    node = cfg.raw
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            where = ".".join(parts[:i + 1])
+            raise ConfigError(f"{where}: missing (removed by a ~ override?); a run needs every key "
+                              f"of the config")
+        node = node[part]
+    if node == "???":
+        raise ConfigError(f"{key}=???: needs a value")
+    if cfg.cfg is not None and _interpolated(node):
+        raw = node
+        try:
+            node = OmegaConf.select(cfg.cfg, key, throw_on_missing=True)
+            node = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        except OmegaConfBaseException as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ConfigError(f"{key}={raw}: {msg}") from None
+    return node
+
+
+def _int(cfg, key, lo=None, hi: int | None = MAX_INT):
     v = _select(cfg, key)
     if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
         need = "an integer" + (f" >= {lo}" if lo is not None else "")
-        raise ConfigError(f"{key}={v!r}: must be {need}")
+        hint = " (write it without a decimal point)" if isinstance(v, float) and v.is_integer() else ""
+        raise ConfigError(f"{key}={v!r}: must be {need}{hint}")
+    if hi is not None and v > hi:
+        why = " (2^63 - 1: it must fit an int64)" if hi == MAX_INT else ""
+        raise ConfigError(f"{key}={v!r}: must be at most {hi}{why}")
     return v
 
 
@@ -47,18 +111,165 @@ def _num(cfg, key, lo, hi, lo_open=True, hi_open=True):
     return v
 
 
-def _select(cfg, key):
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
+def _bool(cfg, key):
+    v = _select(cfg, key)
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key}={v!r}: must be true or false")
+    return v
+
+
+def _str(cfg, key, optional=False):
+    v = _select(cfg, key)
+    if not (isinstance(v, str) and v.strip()) and not (optional and v is None):
+        raise ConfigError(f"{key}={v!r}: must be a non-empty string" + (" or null" if optional else ""))
+    return v
 
 
 def _choice(cfg, key, options):
     v = _select(cfg, key)
-    if v not in options:
-        raise ConfigError(f"{key}={v!r}: unknown (choose from {', '.join(options)})")
+    if isinstance(v, (bool, list, dict)) or v not in options:
+        raise ConfigError(f"{key}={v!r}: unknown (choose from {', '.join(map(str, options))})")
     return v
+
+
+# -- the keys themselves -----------------------------------------------------------------------
+
+def check_keys(cfg, reference: DictConfig | dict) -> None:
+    """Refuse keys that the config groups chosen do not define (`+fracc=0.3`: a typo would
+    otherwise be ignored) and keys an override removed (`~p`, `~grok`), comparing `cfg` with
+    `reference`, the config the same group choices compose to without value overrides (or that
+    as plain containers, `OmegaConf.to_container(reference)`). Interpolations are not resolved."""
+    if not isinstance(reference, dict):
+        reference = OmegaConf.to_container(reference, resolve=False)
+    _same_keys(_view(cfg).raw, reference, "")
+
+
+def _same_keys(got: dict, want: dict, prefix: str) -> None:
+    for k in want:
+        if k not in got:
+            raise ConfigError(f"{prefix}{k}: missing (removed with ~{prefix}{k}?); a run needs every "
+                              f"key of the config")
+    for k, v in got.items():
+        if k not in want:
+            close = difflib.get_close_matches(str(k), [str(w) for w in want], n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else \
+                f"known: {', '.join(prefix + str(w) for w in want)}"
+            raise ConfigError(f"{prefix}{k}={v!r}: unknown key ({hint})")
+        if isinstance(want[k], dict):
+            if not isinstance(v, dict):
+                first = next(iter(want[k]), "key")
+                raise ConfigError(f"{prefix}{k}={v!r}: must be a group of keys "
+                                  f"({', '.join(map(str, want[k]))}); set them one at a time, "
+                                  f"e.g. {prefix}{k}.{first}=...")
+            _same_keys(v, want[k], f"{prefix}{k}.")
+
+
+# -- one concern at a time -----------------------------------------------------------------
+
+def check_modular(cfg) -> Op:
+    """The op of a modular task (grok.tasks.modular), checked as `_task` checks it."""
+    return _task(_view(cfg))[0]
+
+
+def _task(cfg) -> tuple[Op, int, int]:
+    """task, op, p of a modular task: the op parses, fits p, agrees with the task and is
+    learnable mod p. Returns (op, p, number of labelled pairs)."""
+    task = _choice(cfg, "task.name", TASKS)
+    op_text = _select(cfg, "op")
+    p = _int(cfg, "p", lo=2, hi=None)
+    if p > MAX_P:
+        raise ConfigError(f"p={p}: must be at most {MAX_P} (a run trains on all p*p pairs and "
+                          f"its memory grows like p^3; README: Limits)")
+    try:
+        op = parse_op(op_text)
+        op.check_p(p)
+        if task in TASK_OPS and op.canonical != parse_op(TASK_OPS[task]).canonical:
+            raise ConfigError(f"op={op_text!r} conflicts with task={task} ({TASK_OPS[task]}); "
+                              f"use task=poly for other ops")
+        n = op.check_learnable(p)
+    except OpError as e:
+        raise ConfigError(str(e)) from None
+    return op, p, n
+
+
+def _data(cfg, task) -> None:
+    """A finite task splits its universe by `frac`; a drawn one has n_train (null: infinite
+    data, a fresh batch of task.batch every step) and n_test."""
+    _int(cfg, "seed", lo=0)
+    if task.finite:
+        frac = _num(cfg, "frac", 0.0, 1.0)
+        n = task.size()
+        if not 1 <= n_train_for(frac, n) < n:
+            where = f"pairs at p={task.p}" if hasattr(task, "op") else f"examples of {task.describe()}"
+            raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} {where}")
+        return
+    n_test = _int(cfg, "task.n_test", lo=1)
+    if _select(cfg, "task.n_train") is None:
+        _int(cfg, "task.batch", lo=1)
+        return
+    n_train, most = _int(cfg, "task.n_train", lo=1), task.capacity()
+    if n_train + n_test > most:
+        raise ConfigError(f"task.n_train={n_train}: with task.n_test={n_test}, more than the {most} "
+                          f"distinct examples of {task.describe()}")
+
+
+def _model(cfg, task) -> None:
+    _str(cfg, "model.name")
+    _choice(cfg, "model.layout", LAYOUTS)
+    if _choice(cfg, "model.arch", ARCHS) == "mlp":
+        for key in ("d_model", "d_mlp"):
+            _int(cfg, f"model.{key}", lo=1)
+        if tuple(task.positions) != (task.n_ctx - 1,):
+            raise ConfigError(f"model=mlp answers at the last position only; task {task.name} has "
+                              f"targets at {len(task.positions)} positions")
+        return
+    impl = _choice(cfg, "model.impl", IMPLS)
+    for key in ("d_model", "n_heads", "d_head", "d_mlp", "n_layers"):
+        _int(cfg, f"model.{key}", lo=1)  # how large: the memory estimate decides (_memory)
+    for key in ("pos_embed", "mlp_bias", "attn_only"):
+        _bool(cfg, f"model.{key}")
+    _choice(cfg, "model.normalization", (None, "LN"))
+    _choice(cfg, "model.act", ("relu", "gelu"))
+    if impl in ("tables", "full") and not tables_exact(cfg, task):
+        raise ConfigError(f"model.impl={impl}: the one-layer model needs n_layers=1, an MLP, no "
+                          f"LayerNorm, ReLU and one answer at the last position; use model.impl=auto")
+
+
+def tables_exact(cfg, task) -> bool:
+    """Where the one-layer token-table model computes exactly this config's transformer."""
+    c = _view(cfg)
+    m = {k: _select(c, f"model.{k}") for k in ("n_layers", "attn_only", "normalization", "act")}
+    return (m["n_layers"] == 1 and not m["attn_only"] and m["normalization"] is None
+            and m["act"] == "relu" and tuple(task.positions) == (task.n_ctx - 1,))
+
+
+def _optimizer(cfg) -> None:
+    name = _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _num(cfg, "optimizer.lr", 0.0, math.inf)
+    _num(cfg, "optimizer.weight_decay", 0.0, math.inf, lo_open=False)
+    _int(cfg, "optimizer.warmup_steps", lo=0)
+    if name == "sgd":
+        _num(cfg, "optimizer.momentum", 0.0, 1.0, lo_open=False)
+        return
+    betas = _select(cfg, "optimizer.betas")
+    if not (isinstance(betas, list) and len(betas) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+        raise ConfigError(f"optimizer.betas={betas!r}: must be two numbers in [0, 1), e.g. [0.9,0.98]")
+
+
+def _train(cfg, device_here: bool) -> None:
+    for key in ("steps", "eval_every", "checkpoint_every"):
+        _int(cfg, f"train.{key}", lo=1)
+    if _select(cfg, "train.early_stop_after") is not None:
+        _int(cfg, "train.early_stop_after", lo=0)
+    _choice(cfg, "train.dtype", DTYPES)
+    _device(cfg, device_here)
+    if _select(cfg, "train.threads") is not None:
+        _int(cfg, "train.threads", lo=1, hi=MAX_THREADS)
+    if _select(cfg, "train.chunk") is not None:
+        _int(cfg, "train.chunk", lo=1)
+    if _select(cfg, "train.max_memory_gb") is not None:
+        _num(cfg, "train.max_memory_gb", 0.0, math.inf)
 
 
 def _device(cfg, here: bool) -> None:
@@ -78,105 +289,125 @@ def _device(cfg, here: bool) -> None:
                 "CUDA is not available on this machine" if not n else f"only {n} CUDA device(s)"))
 
 
-def check_modular(cfg: DictConfig) -> Op:
-    """The op and p of a modular task (add, sub, mul, div, poly); the parsed op."""
-    task = _choice(cfg, "task.name", TASKS)
-    try:
-        op = parse_op(cfg.op)
-        p = _int(cfg, "p", lo=2)
-        op.check_p(p)
-        if task in TASK_OPS and op.canonical != parse_op(TASK_OPS[task]).canonical:
-            raise ConfigError(f"op={cfg.op!r} conflicts with task={task} ({TASK_OPS[task]}); "
-                              f"use task=poly for other ops")
-    except OpError as e:
-        raise ConfigError(str(e)) from None
-    return op
-
-
-def _data(cfg: DictConfig, task) -> None:
-    """A finite task splits its universe by `frac`; a drawn one has n_train (null: infinite
-    data, a fresh batch of task.batch every step) and n_test."""
-    if task.finite:
-        frac = _num(cfg, "frac", 0.0, 1.0)
-        n = task.size()
-        if not 1 <= n_train_for(frac, n) < n:
-            raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} examples "
-                              f"of {task.describe()}")
-        return
-    n_test = _int(cfg, "task.n_test", lo=1)
-    if cfg.task.get("n_train") is None:
-        _int(cfg, "task.batch", lo=1)
-        return
-    n_train, most = _int(cfg, "task.n_train", lo=1), task.capacity()
-    if n_train + n_test > most:
-        raise ConfigError(f"task.n_train={n_train}: with task.n_test={n_test}, more than the {most} "
-                          f"distinct examples of {task.describe()}")
-
-
-def _model(cfg: DictConfig, task) -> None:
-    m = cfg.model
-    arch = _choice(cfg, "model.arch", ARCHS)
-    if arch == "mlp":
-        for key in ("d_model", "d_mlp"):
-            _int(cfg, f"model.{key}", lo=1)
-        if tuple(task.positions) != (task.n_ctx - 1,):
-            raise ConfigError(f"model=mlp answers at the last position only; task {task.name} has "
-                              f"targets at {len(task.positions)} positions")
-        return
-    _choice(cfg, "model.layout", LAYOUTS)
-    _choice(cfg, "model.impl", IMPLS)
-    for key in ("d_model", "n_heads", "d_head", "d_mlp", "n_layers"):
-        _int(cfg, f"model.{key}", lo=1)
-    for key in ("attn_only", "pos_embed", "mlp_bias"):
-        if not isinstance(m.get(key), bool):
-            raise ConfigError(f"model.{key}={m.get(key)!r}: must be true or false")
-    if m.get("normalization") not in (None, "LN"):
-        raise ConfigError(f"model.normalization={m.get('normalization')!r}: null or LN")
-    _choice(cfg, "model.act", ("relu", "gelu"))
-    if m.impl in ("tables", "full") and not tables_exact(cfg, task):
-        raise ConfigError(f"model.impl={m.impl}: the one-layer model needs n_layers=1, an MLP, no "
-                          f"LayerNorm, ReLU and one answer at the last position; use model.impl=auto")
-
-
-def tables_exact(cfg: DictConfig, task) -> bool:
-    """Where the one-layer token-table model computes exactly this config's transformer."""
-    m = cfg.model
-    return (m.n_layers == 1 and not m.attn_only and m.normalization is None and m.act == "relu"
-            and tuple(task.positions) == (task.n_ctx - 1,))
-
-
-def validate(cfg: DictConfig, device_here: bool = True):
-    """Raise ConfigError on the first bad value; return the run's Task. `device_here=False`
-    skips the check that the CUDA device exists on this machine (for jobs sent to other nodes)."""
-    from grok.tasks import build_task
-
-    task = build_task(cfg)
-    _data(cfg, task)
-    _int(cfg, "seed", lo=0)
-    _model(cfg, task)
-    _choice(cfg, "optimizer.name", OPTIMIZERS)
-    _num(cfg, "optimizer.lr", 0.0, float("inf"))
-    _num(cfg, "optimizer.weight_decay", 0.0, float("inf"), lo_open=False)
-    _int(cfg, "optimizer.warmup_steps", lo=0)
-    for key in ("steps", "eval_every", "checkpoint_every"):
-        _int(cfg, f"train.{key}", lo=1)
-    _choice(cfg, "train.dtype", DTYPES)
-    _device(cfg, device_here)
-    for key in ("threads", "chunk"):
-        if cfg.train.get(key) is not None:
-            _int(cfg, f"train.{key}", lo=1)
-    if cfg.train.early_stop_after is not None:
-        _int(cfg, "train.early_stop_after", lo=0)
+def _measures(cfg, p: int) -> None:
     _int(cfg, "measures.every", lo=0)
     _int(cfg, "measures.full_every", lo=0)
     _num(cfg, "measures.eta", 0.0, 1.0)
-    keys, p = cfg.measures.key_freqs, cfg.p
-    if keys is not None and (isinstance(keys, (str, int)) or not all(
-            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= p // 2 for k in keys)):
-        raise ConfigError(f"measures.key_freqs={keys!r}: must be a list of frequencies in 1..{p // 2}")
+    keys = _select(cfg, "measures.key_freqs")
+    if keys is None:
+        return
+    need = f"must be null (the current key frequencies) or a non-empty list of frequencies in 1..{p // 2}"
+    if not isinstance(keys, list) or not keys or not all(
+            isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= p // 2 for k in keys):
+        raise ConfigError(f"measures.key_freqs={keys!r}: {need}")
+    if len(set(keys)) < len(keys):
+        raise ConfigError(f"measures.key_freqs={keys!r}: lists a frequency twice")
+
+
+def _grok(cfg) -> None:
     _choice(cfg, "grok.criterion", CRITERIA)
     _num(cfg, "grok.threshold", 0.0, 1.0, hi_open=False)
-    _num(cfg, "grok.delay_ratio", 1.0, float("inf"), lo_open=False)
+    _num(cfg, "grok.delay_ratio", 1.0, math.inf, lo_open=False)
+
+
+def _logger(cfg) -> None:
     if _choice(cfg, "logger.name", LOGGERS) == "wandb":
         _choice(cfg, "logger.mode", WANDB_MODES)
+        _str(cfg, "logger.project")
+        _str(cfg, "logger.entity", optional=True)
+
+
+# -- what a run can afford -------------------------------------------------------------------
+
+def memory_estimate(cfg, n_pairs: int) -> dict[str, int]:
+    """Rough peak bytes of one run trained alone, by part. The peak is weights + data + the
+    largest of train, test and measures (a pack of R runs needs about R times that; the packed
+    launcher sizes its packs itself):
+
+    - weights: parameters, their gradients and two Adam moments;
+    - data: tokens, labels and indices of every pair, and the p x p grid of the measures;
+    - train: one forward and backward over the train set. Per example: the logits over p
+      classes with their float64 log-softmax and its gradient (the term that grows like p^3),
+      and the activations kept for the backward (MLP pre and post, residuals, the attention's
+      gathered values; with impl=full every position, and the weights broadcast over the batch
+      that its matmuls materialise); with impl=tables also the token tables (attention scores
+      of every pair of vocabulary tokens);
+    - test: the forward over the test set (no backward);
+    - measures: the forward over all p*p pairs with the MLP activations kept, their float64
+      copy for the key frequencies, and the float64 logits of restricted and excluded loss
+      (if measures.full_every > 0).
+    Against the peak RSS of runs on CPU (less that of the process before the run), from 0.1 to
+    3 GB, p 101 to 331, both impls, float32 and float64: 1 to 2 times the measurement (above it,
+    so a run that passes fits; tests/test_faults_input.py checks one)."""
+    c = _view(cfg)
+    m = {k: _select(c, f"model.{k}") for k in ("d_model", "n_heads", "d_head", "d_mlp", "layout",
+                                                 "impl", "pos_embed", "mlp_bias")}
+    if m["impl"] in ("auto", "hooked"):  # auto is the tables wherever a modular op runs on 1 layer
+        m["impl"] = "tables" if m["impl"] == "auto" and _select(c, "model.n_layers") == 1 else "full"
+    p, w = _select(c, "p"), DTYPE_BYTES[_select(c, "train.dtype")]
+    d, h, e, f = m["d_model"], m["n_heads"], m["d_head"], m["d_mlp"]
+    vocab = p + 1 if m["layout"] == "nanda" else p + 5
+    params = (vocab * d + N_CTX * d * m["pos_embed"] + 4 * h * d * e + 2 * d * f
+              + (f + d) * m["mlp_bias"] + d * p)
+    if m["impl"] == "full":
+        acts = N_CTX * (4 * f + 8 * d + 4 * h * e + 2 * N_CTX * h + p) + 2 * d * f + d * p + 4 * h * d * e
+        tables = 0
+    else:
+        acts = 4 * f + 8 * d + 2 * N_CTX * h + 6 * N_CTX * h * e
+        rows = (N_CTX if m["pos_embed"] else 1) * vocab
+        tables = 4 * rows * (vocab * h + 2 * h * e + d) * w
+    train = acts * w + p * (2 * w + 3 * 8)
+    test = acts * w // 2 + p * (w + 2 * 8)
+    n_train = n_train_for(_select(c, "frac"), n_pairs)
+    measures = _select(c, "measures.full_every") > 0
+    grid = p * p
+    return {
+        "weights": 4 * params * w,
+        "data": n_pairs * 8 * 6 + grid * 8 * 4,
+        "train": tables + n_train * train,
+        "test": tables + (n_pairs - n_train) * test,
+        "measures": measures * grid * (p * (w + 3 * 8) + f * (2 * w + 8) + 3 * d * w),
+    }
+
+
+def _memory(cfg, n_pairs: int) -> None:
+    """Refuse a run whose estimated peak memory exceeds train.max_memory_gb (null: no limit)."""
+    budget = _select(cfg, "train.max_memory_gb")
+    if budget is None:
+        return
+    parts = memory_estimate(cfg, n_pairs)
+    peak = parts["weights"] + parts["data"] + max(parts["train"], parts["test"], parts["measures"])
+    if peak > budget * 2**30:
+        big = max(parts, key=parts.get)
+        p, frac, m = (_select(cfg, k) for k in ("p", "frac", "model"))
+        raise ConfigError(
+            f"p={p}, frac={frac}, model d_model={m['d_model']} n_heads={m['n_heads']} "
+            f"d_head={m['d_head']} d_mlp={m['d_mlp']}: a run needs about {peak / 2**30:.3g} GB "
+            f"(mostly {big}: {parts[big] / 2**30:.3g} GB), above train.max_memory_gb={budget}; "
+            f"use a smaller p or model{', or measures=off' if big == 'measures' else ''}, "
+            f"or raise train.max_memory_gb where the memory is there")
+
+
+def validate(cfg: DictConfig, device_here: bool = True, reference: DictConfig | dict | None = None):
+    """Raise ConfigError on the first bad value; return the run's Task (grok.tasks; a modular
+    task's parsed op is `task.op`). `device_here=False` skips
+    the check that the CUDA device exists on this machine (for jobs sent to other nodes). With a
+    `reference` (the config of the same group choices), also no key added or removed
+    (`check_keys`)."""
+    from grok.tasks import build_task
+
+    original, cfg = cfg, _view(cfg)
+    if reference is not None:
+        check_keys(cfg, reference)
+    _choice(cfg, "task.name", (*TASKS, *OTHER_TASKS))
+    task = build_task(original)  # a modular task checks its op here (_task)
+    _data(cfg, task)
+    _model(cfg, task)
+    _optimizer(cfg)
+    _train(cfg, device_here)
+    _measures(cfg, _select(cfg, "p"))
+    _grok(cfg)
+    _logger(cfg)
+    if hasattr(task, "op") and _select(cfg, "model.arch") == "transformer":
+        _memory(cfg, task.size())  # estimated for modular ops (p x p pairs and grids)
     return task

@@ -9,8 +9,14 @@ Grammar (spaces between tokens are ignored):
     factor  := atom [('^'|'**') INT]
     atom    := INT | ('x'|'y')[INT] | '(' ['-'] term (('+'|'-') term)* ')'
 Digits written directly after a variable are its exponent: x2y = x^2*y.
+
+Bounds (each refused with a one-line OpError): degree <= MAX_DEGREE, coefficients <= MAX_COEF_BITS
+bits, literals <= MAX_DIGITS digits, parentheses nested <= MAX_NESTING deep, ops <= MAX_CHARS
+characters (so parsing stays recursive-descent without ever nearing Python's recursion limit), and
+2 <= p <= MAX_P (`check_p`).
 """
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +24,14 @@ import numpy as np
 MAX_DEGREE = 64          # beyond this a "binary op" is a typo, and expansion would get slow
 MAX_COEF_BITS = 4096     # keeps ((9^64)^64)^64-style inputs from stalling the parser
 MAX_DIGITS = 1000        # int() refuses very long literals anyway; say so clearly first
-MAX_P = 2**31            # (p-1)^2 must fit in int64 for the vectorised products in labels()
+MAX_NESTING = 50         # parentheses deep; a recursive-descent parser would hit Python's limit near 250
+MAX_CHARS = 100_000      # parsing is linear in the length; this keeps it well under a second
+# The largest modulus. The dataset is all p*p pairs and the progress measures run the model on
+# the p x p grid, so a run's memory grows like p^3 (logits over p classes for each of p^2 pairs):
+# at p = 2048 and frac 0.3 one training step needs ~80 GB. Up to MAX_P the label table (p*p
+# int64) that checks an op costs ~0.2 GB and under a second (degree <= 7) to a few seconds
+# (degree 64); what a run may use is bounded separately by train.max_memory_gb (grok.config).
+MAX_P = 2048
 
 
 class OpError(ValueError):
@@ -73,9 +86,13 @@ class Op:
         return max((a + b for _, a, b in self.numerator), default=0)
 
     def check_p(self, p) -> None:
-        """Division needs inverses, which exist for every nonzero residue only when p is prime."""
+        """2 <= p <= MAX_P; division needs inverses, which exist for every nonzero residue only
+        when p is prime."""
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 2:
             raise OpError(f"bad p {p!r} for op {self.source!r}: p must be an integer >= 2")
+        if p > MAX_P:
+            raise OpError(f"bad p {int(p)} for op {self.source!r}: p must be at most {MAX_P} "
+                          f"(a run trains on all p*p pairs and needs memory growing like p^3)")
         if self.has_division and not _is_prime(int(p)):
             raise OpError(f"bad p {int(p)} for op {self.source!r}: division needs a prime p, "
                           f"and {int(p)} is composite")
@@ -88,47 +105,86 @@ class Op:
         """
         self.check_p(p)
         p = int(p)
-        if p >= MAX_P:
-            raise OpError(f"bad p {p} for op {self.source!r}: p*p pairs cannot be listed "
-                          f"for p >= {MAX_P}")
-        z = _grid(self.numerator, p)
-        keep = np.ones((p, p), dtype=bool)
-        if self.has_division:
-            d = _grid(self.denominator, p)
-            keep = d != 0
-            inv = np.array([0] + [pow(v, -1, p) for v in range(1, p)], dtype=np.int64)
-            z = z * inv[d] % p
+        z, keep = _label_grid(self.numerator, self.denominator, p)
         xs, ys = np.nonzero(keep)  # row-major, so x-major order
         if len(xs) == 0:
             raise OpError(f"bad p {p} for op {self.source!r}: the divisor is 0 mod {p} "
                           f"for every pair, so there is nothing to label")
         return xs.astype(np.int64), ys.astype(np.int64), z[keep].astype(np.int64)
 
+    def check_learnable(self, p) -> int:
+        """The number of labelled pairs at p, after checking that the op is a binary op mod p
+        worth learning: its labels are not all equal, and they depend on x and on y (on the pairs
+        where it is defined). Polynomials that differ as integer polynomials can agree mod p
+        (x^p = x on Z_p, 23x = 0 mod 23), so this is decided on the exact label table, O(p^2).
+        Cached per (op, p): a sweep checks each op once."""
+        self.check_p(p)
+        n, problem = _learnability(self.numerator, self.denominator, int(p))
+        if n == 0:
+            self.labels(p)  # raises: nothing to label
+        if problem:
+            raise OpError(f"op={self.source}: {problem}")
+        return n
+
+
+def _label_grid(numerator, denominator, p):
+    """(z, keep): the labels on the p x p grid (x rows, y columns) and where they are defined."""
+    z = _grid(numerator, p)
+    keep = np.ones((p, p), dtype=bool)
+    if denominator is not None:
+        d = _grid(denominator, p)
+        keep = d != 0
+        inv = np.array([0] + [pow(v, -1, p) for v in range(1, p)], dtype=np.int64)
+        z = z * inv[d] % p
+    return z, keep
+
+
+@functools.lru_cache(maxsize=1024)
+def _learnability(numerator, denominator, p) -> tuple[int, str | None]:
+    """(number of labelled pairs, what makes the op unlearnable mod p or None)."""
+    z, keep = _label_grid(numerator, denominator, p)
+    n = int(keep.sum())
+    if n == 0:
+        return 0, None
+    labels = z[keep]
+    if labels.min() == labels.max():
+        return n, f"constant mod p={p} (every label is {labels[0]})"
+    hi = np.where(keep, z, -1)
+    lo = np.where(keep, z, p)
+    # Depends on x iff some column (one y) holds two different labels; on y, some row.
+    if not (hi.max(axis=0) > lo.min(axis=0)).any():
+        return n, f"does not depend on x mod p={p} (every label is a function of y alone)"
+    if not (hi.max(axis=1) > lo.min(axis=1)).any():
+        return n, f"does not depend on y mod p={p} (every label is a function of x alone)"
+    return n, None
+
 
 def _grid(terms, p):
-    """f(x, y) mod p for the p x p grid, from per-exponent power tables."""
+    """f(x, y) mod p for the p x p grid: per power of x, the polynomial in y as a vector over y
+    (one pass over the terms), then one outer product per power of x, every product reduced mod
+    p before the next (values stay below p^2)."""
     vals = range(p)
     table = {}
     for _, a, b in terms:
         for e in (a, b):
             if e not in table:
                 table[e] = np.array([pow(v, e, p) for v in vals], dtype=np.int64)
-    z = np.zeros((p, p), dtype=np.int64)
+    in_y = {}
     for c, a, b in terms:
-        mono = table[a][:, None] * table[b][None, :] % p
-        z = (z + mono * (c % p)) % p
+        row = in_y.get(a, np.zeros(p, dtype=np.int64))
+        in_y[a] = (row + table[b] * (c % p)) % p
+    z = np.zeros((p, p), dtype=np.int64)
+    for a, row in in_y.items():
+        z = (z + table[a][:, None] * row[None, :] % p) % p
     return z
 
 
 def _is_prime(n):
-    if n < 2:
-        return False
-    i = 2
-    while i * i <= n:
-        if n % i == 0:
-            return False
-        i += 1
-    return True
+    """Deterministic for any size (sympy: trial division, then strong tests proven for n < 2^64,
+    BPSW beyond); sympy is imported only when a division op asks."""
+    import sympy
+
+    return bool(sympy.isprime(n))
 
 
 class _Tok:
@@ -144,8 +200,12 @@ _OPS = "+-*/^"
 class _Parser:
     def __init__(self, src):
         self.src = src
+        if len(src) > MAX_CHARS:  # quoting all of it would not help
+            raise OpError(f"bad op {src[:40]!r}... of {len(src)} characters: an op may have at most "
+                          f"{MAX_CHARS}")
         self.toks = self._tokenize(src)
         self.i = 0
+        self.depth = 0
 
     def fail(self, msg):
         raise OpError(f"bad op {self.src!r}: {msg}")
@@ -361,7 +421,11 @@ class _Parser:
             self.take()
             if self.peek().kind == ")":
                 self.unexpected(self.peek())
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                self.fail(f"parentheses nested more than {MAX_NESTING} deep at position {tok.pos}")
             poly, _ = self.sum()
+            self.depth -= 1
             close = self.peek()
             if close.kind == "/":
                 self.fail(f"division at position {close.pos} inside parentheses; '/' may only "

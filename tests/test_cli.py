@@ -51,7 +51,7 @@ if not __import__("torch").cuda.is_available():  # checked up front where the jo
 def test_bad_input_one_line_nonzero_exit_nothing_written(tmp_path, args, named):
     r = launch(args, cwd=tmp_path, timeout=60)
     lines = r.stderr.strip().splitlines()
-    assert r.returncode != 0
+    assert r.returncode == 2, r.stderr[-2000:]  # the documented status for bad input
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert named in lines[0]
     assert list(tmp_path.iterdir()) == [], "no run folder may be created for bad input"
