@@ -203,6 +203,9 @@ def cli() -> None:
         main()
     finally:
         if SweepReport.sweep_dir and Path(SweepReport.sweep_dir).is_dir():
+            # Job folders named otherwise than by identity: list the folders found instead.
+            if any(a.split("=")[0].lstrip("+") == "hydra.sweep.subdir" for a in argv):
+                jobs = None
             ok = report(SweepReport.sweep_dir, jobs)
             if not ok:
                 sys.exit(1)
