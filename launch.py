@@ -63,8 +63,9 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
 
 
-def preflight(argv: list[str]) -> tuple[str | None, int]:
+def preflight(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
     """(error, number of jobs): error is None if every job composes and validates, else one line.
+    `keep`, if given, receives (overrides, config) of every job, for the report at the end.
 
     Composing is ~75 ms a job, too slow for a 700-job preset, so each distinct choice of config
     groups is composed once and the plain value overrides are applied to a copy, as Hydra does."""
@@ -95,6 +96,11 @@ def preflight(argv: list[str]) -> tuple[str | None, int]:
                     [o for o, g in zip(overrides, is_group) if not g], cfg)
                 # reference: no key added (`+fracc=0.3`) or removed (`~p`) by the overrides
                 validate(cfg, device_here=not remote, reference=keys[key])
+                if keep is not None:
+                    keep.append((job, cfg))
+        error = _same_folder(jobs) if len(jobs) > 1 else None
+        if error:
+            return error, 0
     except ConfigError as e:
         return str(e), 0
     except (HydraException, OmegaConfBaseException) as e:
@@ -102,17 +108,46 @@ def preflight(argv: list[str]) -> tuple[str | None, int]:
     return None, len(jobs)
 
 
+def _same_folder(jobs: list[list[str]]) -> str | None:
+    """Two jobs of a sweep that are one run (one folder: grok.folders.job_dirname): an error."""
+    from grok.folders import identity_key, job_dirname
+
+    seen: dict[str, int] = {}
+    for i, job in enumerate(jobs):
+        name = job_dirname(job)
+        if name in seen:
+            other = jobs[seen[name]]
+            differ = sorted({o.split("=", 1)[0] for o in set(job) ^ set(other)})
+            what = (f"they differ only in {', '.join(differ)}, which continue a run rather than make "
+                    f"another" if differ and not any(identity_key(k.lstrip("+~")) for k in differ)
+                    else "they are the same run")
+            return f"jobs {seen[name]} and {i} of the sweep would share the run folder '{name}': {what}"
+        seen[name] = i
+    return None
+
+
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    from grok.tracking import record_failure
+    from hydra.types import RunMode
+
+    from grok.folders import FolderError
+    from grok.tracking import hydra_files, one_line, record_failure
     from grok.train import run
 
     run_dir = HydraConfig.get().runtime.output_dir
+    single = HydraConfig.get().mode == RunMode.RUN
     try:
-        summary = run(cfg, run_dir)
+        summary = run(cfg, run_dir, hydra_files(cfg))  # errors are logged to its launch.log there
+    except FolderError as e:  # the folder refused this launch: nothing written or logged there
+        if single:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
     except Exception as e:
-        log.exception("job failed")  # into this job's launch.log, traceback included
         record_failure(run_dir, e)
+        if single:
+            print(f"error: {one_line(e)} (log: {Path(run_dir) / 'launch.log'})", file=sys.stderr)
+            sys.exit(1)
         raise
     if threading.current_thread() is threading.main_thread():
         # The run is complete and on disk: a time-limit warning (SLURM sends it up to a minute
@@ -121,16 +156,20 @@ def main(cfg: DictConfig) -> dict:
     return summary
 
 
-def report(sweep_dir: str) -> bool:
-    """Print one line per job of the sweep; True if every job completed."""
+def report(sweep_dir: str, jobs: list | None = None) -> bool:
+    """Print one line per job of the sweep; True if every job completed. `jobs`: (overrides,
+    config) of every job of this launch (from preflight), listed whether or not they got a folder;
+    without them, the run folders found in `sweep_dir`."""
+    from grok.checkpoint import fingerprint
     from grok.tracking import sweep_status
 
-    rows = sweep_status(sweep_dir)
+    rows = sweep_status(sweep_dir, None if jobs is None else
+                        [(overrides, fingerprint(cfg)) for overrides, cfg in jobs])
     bad = [r for r in rows if r[1] != "complete"]
     print(f"sweep {sweep_dir}: {len(rows) - len(bad)} of {len(rows)} jobs complete", file=sys.stderr)
     for job, status, what in rows:
-        log_hint = f" (log: {job}/launch.log)" if status != "complete" else ""
-        print(f"  {Path(job).name:>4}  {status:<10} {what}{log_hint}", file=sys.stderr)
+        log_hint = f" (log: {job}/launch.log)" if status in ("failed", "unfinished") else ""
+        print(f"  {status:<11} {Path(job).name}: {what}{log_hint}", file=sys.stderr)
     return not bad
 
 
@@ -139,9 +178,11 @@ def cli() -> None:
     dry_run = "--dry-run" in argv
     if dry_run:
         argv = [a for a in argv if a != "--dry-run"]
+    jobs: list | None = None
     if not any(a in ("-h", "--help", "--hydra-help", "--info", "-i") or a.startswith(
             ("--shell-completion", "-sc")) for a in argv):
-        error, n_jobs = preflight(argv)
+        jobs = []
+        error, n_jobs = preflight(argv, keep=jobs)
         if error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
@@ -165,7 +206,10 @@ def cli() -> None:
         main()
     finally:
         if SweepReport.sweep_dir and Path(SweepReport.sweep_dir).is_dir():
-            ok = report(SweepReport.sweep_dir)
+            # Job folders named otherwise than by identity: list the folders found instead.
+            if any(a.split("=")[0].lstrip("+") == "hydra.sweep.subdir" for a in argv):
+                jobs = None
+            ok = report(SweepReport.sweep_dir, jobs)
             if not ok:
                 sys.exit(1)
 

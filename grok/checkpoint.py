@@ -6,17 +6,16 @@ again from its runs' folders after a kill, a requeue or a relaunch with other pa
 never unpickles code (`weights_only=True`): a checkpoint holds tensors and plain containers only.
 """
 
+import io
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from grok.folders import RESUMABLE_CHANGES, RunRefused
 from grok.tracking import atomic_write
 
 FORMAT = 2
-# Keys that may change between a checkpoint and its resume without changing the run's results.
-RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
-                     "train.device", "train.chunk", "train.max_memory_gb")
 
 
 def fingerprint(cfg: DictConfig) -> dict:
@@ -38,7 +37,16 @@ def diff(a, b, prefix="") -> list[str]:
 
 
 def save(path: Path, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
+    # Serialised in memory first: the file is then written by plain writes, whose errors (a full
+    # disk) say what they are, where torch's own file writer gives a cryptic message.
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+def refusal(folder, changed: list[str]) -> RunRefused:
+    return RunRefused(f"{folder} holds a run of another config (differs in {', '.join(changed)}); "
+                      f"refused, nothing written there: use another folder")
 
 
 def load(path: Path, cfg: DictConfig) -> dict | None:
@@ -54,6 +62,5 @@ def load(path: Path, cfg: DictConfig) -> dict | None:
         raise RuntimeError(f"{path} is not a checkpoint this version can resume; use a new run folder")
     changed = diff(ck["fingerprint"], fingerprint(cfg))
     if changed:
-        raise RuntimeError(f"{path} was made by another config (differs in "
-                           f"{', '.join(changed)}); use a new run folder")
+        raise refusal(Path(path).parent, changed)
     return ck

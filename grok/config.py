@@ -400,6 +400,8 @@ def validate(cfg: DictConfig, device_here: bool = True, reference: DictConfig | 
     if reference is not None:
         check_keys(cfg, reference)
     _choice(cfg, "task.name", (*TASKS, *OTHER_TASKS))
+    _str(cfg, "model.name")
+    _choice(cfg, "model.layout", LAYOUTS)  # a modular task's tokens
     task = build_task(original)  # a modular task checks its op here (_task)
     _data(cfg, task)
     _model(cfg, task)

@@ -6,7 +6,6 @@ decision (verdict settled, loss non-finite, budget spent) and the summary and ch
 leaves in its folder. A run records exactly what it would record trained alone.
 """
 
-import json
 import logging
 import math
 import secrets
@@ -20,8 +19,19 @@ from omegaconf import DictConfig
 from grok import checkpoint
 from grok.config import validate
 from grok.data import make_data
+from grok.folders import FolderLock, RunRefused, remove_leftovers
 from grok.models import build_model
-from grok.tracking import CHECKPOINT, SUMMARY, LocalRecord, WandbRun
+from grok.tracking import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    SUMMARY,
+    LocalRecord,
+    WandbRun,
+    folder_identity,
+    jsonable,
+    read_summary,
+)
 from grok.verdict import settled, verdict
 
 log = logging.getLogger("grok.train")
@@ -58,29 +68,103 @@ def per_position(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 
 class Run:
-    """A run of a pack. `finished` holds the summary of a run that needs no training."""
+    """A run of a pack. `finished` holds the summary of a run that needs no training.
 
-    def __init__(self, cfg: DictConfig, run_dir, device: torch.device, dtype: torch.dtype):
+    A run claims its folder before it writes anything there. A folder whose checkpoint (or,
+    without one, config.yaml) was made by another config refuses it (RunRefused), a folder
+    another process works in refuses it (FolderInUse), and in both cases nothing is written
+    there. Otherwise the run holds the folder's lock (grok.folders) until `close`, removes what
+    killed writes left, and resumes or starts. A finished run is not trained again; its
+    summary.json and metrics.jsonl, if lost or damaged, are rebuilt from its checkpoint.
+    `files` are further files to write once training starts (Hydra's `.hydra/`)."""
+
+    def __init__(self, cfg: DictConfig, run_dir, device: torch.device, dtype: torch.dtype,
+                 files: dict[str, str] | None = None):
         self.cfg, self.task = cfg, validate(cfg)
         self.dir = Path(run_dir)
-        self.record = LocalRecord(self.dir)
         self._log = {"run": str(self.dir)}  # routes this run's log lines to its own launch.log
         self.budget = cfg.train.steps
-        self.data = make_data(self.task, cfg)
-        self.ck = checkpoint.load(self.dir / CHECKPOINT, cfg)
-        ck = self.ck
-        self.finished = None
-        if ck and ck["done"] and (ck["early_stopped"] or ck["diverged"] or ck["step"] >= self.budget):
-            log.info("already finished: %s", self.dir / SUMMARY, extra=self._log)
-            self.finished = json.loads((self.dir / SUMMARY).read_text())
+        self.files = files or {}
+        self.lock = None
+        self.refuse_another_config()  # reads only
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = FolderLock(self.dir)
+        try:
+            self._open(device)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let go of the folder (its lock)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def refuse_another_config(self) -> None:
+        try:
+            checkpoint.load(self.dir / CHECKPOINT, self.cfg)
+        except RunRefused:
+            raise
+        except Exception:  # noqa: BLE001 - unreadable: reported when read again, under the lock
             return
+        if not (self.dir / CHECKPOINT).exists():
+            found = folder_identity(self.dir)
+            changed = found is not None and checkpoint.diff(found, checkpoint.fingerprint(self.cfg))
+            if changed:
+                raise checkpoint.refusal(self.dir, changed)
+
+    def _open(self, device: torch.device) -> None:
+        cfg = self.cfg
+        self.data = make_data(self.task, cfg)
+        self.ck = ck = checkpoint.load(self.dir / CHECKPOINT, cfg)
+        self.finished, self.end_only = None, []
+        done = read_summary(self.dir)
+        if ck is None and done and done.get("status") == "complete":
+            raise RunRefused(f"{self.dir} holds a complete run without its {CHECKPOINT}: it cannot be "
+                             f"continued or checked; refused, nothing written there: use another folder")
+        for p in remove_leftovers(self.dir):
+            log.info("%s: removed %s, left by a killed write", self.dir, p.name, extra=self._log)
+        self.record = LocalRecord(self.dir)
+        if ck and ck["done"] and (ck["early_stopped"] or ck["diverged"] or ck["step"] >= self.budget):
+            self.finished = self.restore(ck)
+            return
+        if ck and ck["step"] > self.budget:
+            raise RuntimeError(f"{self.dir / CHECKPOINT} is at step {ck['step']}, past "
+                               f"train.steps={self.budget}: raise train.steps to resume it")
         self.step, self.metrics, self.elapsed, self.wandb_id = (
             (ck["step"], ck["metrics"], ck["elapsed"], ck["wandb_id"]) if ck
             else (0, [], 0.0, secrets.token_hex(4)))
+        if ck and ck["done"]:  # a finished run continued to a longer budget: as if never stopped
+            for key in ck.get("end_only", ()):
+                self.metrics[-1].pop(key, None)
         self.start_step = self.step
         self.early_stopped = self.diverged = False
         mc = cfg.measures
         self.probe = self.task.probe(self.data, device) if mc.every or mc.full_every else None
+
+    def restore(self, ck: dict) -> dict:
+        """The summary of the finished run `ck`; summary.json, metrics.jsonl and config.yaml are
+        rebuilt from the checkpoint where missing or damaged (a complete summary.json is kept)."""
+        summary = read_summary(self.dir)
+        if not summary or summary.get("status") != "complete":
+            summary = jsonable(ck.get("summary") or self.summary(
+                ck["metrics"], step=ck["step"], early_stopped=ck["early_stopped"],
+                diverged=ck["diverged"], wall=ck["elapsed"], steps_per_s=None,
+                n_params=sum(v.numel() for v in ck["model"].values()), resumed_from=None))
+            self.record.write_summary(summary)
+            log.warning("%s: rebuilt %s from %s", self.dir, SUMMARY, CHECKPOINT, extra=self._log)
+        try:
+            current = (self.dir / METRICS).read_text()
+        except OSError:
+            current = None
+        if current != LocalRecord.metrics_text(ck["metrics"]):
+            self.record.rewrite_metrics(ck["metrics"])
+            log.warning("%s: rebuilt %s from %s", self.dir, METRICS, CHECKPOINT, extra=self._log)
+        if not (self.dir / CONFIG).exists():
+            self.record.write_config(self.cfg)
+        log.info("already finished: %s", self.dir / SUMMARY, extra=self._log)
+        return summary
 
     def init_model(self):
         """This run's model as it would start alone: seeded init, or the checkpoint's weights."""
@@ -94,6 +178,7 @@ class Run:
         """Write the config, drop metrics logged after the checkpoint by a killed run, open W&B."""
         if self.ck:
             log.info("%s: resuming from step %d", self.dir, self.step, extra=self._log)
+        self.record.write_files(self.files)
         self.record.write_config(self.cfg)
         self.record.rewrite_metrics(self.metrics)
         self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id)
@@ -113,13 +198,17 @@ class Run:
         `model` (this run's weights). True if the run stops here."""
         mc, tc = self.cfg.measures, self.cfg.train
         n_evals, last = len(self.metrics), self.step == self.budget
-        full = bool(mc.full_every) and (n_evals % mc.full_every == 0 or last)
+        full = bool(mc.full_every) and n_evals % mc.full_every == 0
         if full or (mc.every and n_evals % mc.every == 0):
             row.update(self.measures(model, full))
         self.early_stopped = tc.early_stop_after is not None and settled(
             [*self.metrics, row], self.cfg.grok.threshold, tc.early_stop_after)
-        if self.early_stopped and mc.full_every and not full:
-            row.update(self.measures(model, full=True))  # as at a budget's end
+        if (last or self.early_stopped) and mc.full_every and not full:
+            # The full set at a run's end too. A run continued to a longer budget drops these
+            # keys again (`end_only`): a longer run would not have measured them here.
+            end = self.measures(model, full=True)
+            self.end_only = [k for k in end if k not in row]
+            row.update({k: end[k] for k in self.end_only})
         self.metrics.append(row)
         self.record.append_metrics(row)
         self.wandb.log(row, step=self.step)
@@ -139,39 +228,48 @@ class Run:
     # -- what the run leaves in its folder ----------------------------------------------------
 
     def save(self, model, opt_state: dict, padded: tuple[int, int],
-             done: bool = False) -> None:
+             done: bool = False, summary: dict | None = None) -> None:
         """This run's checkpoint; `model` is this run's single view (copied out of the pack),
-        `padded` the pack's padded train and test lengths."""
+        `padded` the pack's padded train and test lengths. A finished run's holds its summary."""
         checkpoint.save(self.dir / CHECKPOINT, {
             "done": done, "early_stopped": self.early_stopped, "diverged": self.diverged,
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": opt_state, "step": self.step, "metrics": self.metrics,
-            "elapsed": self.wall(), "wandb_id": self.wandb_id, "padded": list(padded),
-            "fingerprint": checkpoint.fingerprint(self.cfg)})
+            "elapsed": summary["wall_time_s"] if summary else self.wall(), "wandb_id": self.wandb_id,
+            "padded": list(padded), "fingerprint": checkpoint.fingerprint(self.cfg),
+            "end_only": self.end_only, **({"summary": summary} if summary else {})})
 
     def wall(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
 
-    def finish(self, model, opt_state: dict, padded: tuple[int, int]) -> dict:
-        """Summary, final checkpoint (which also makes re-running a finished job a no-op), W&B."""
-        cfg, m = self.cfg, self.metrics
-        summary = {
+    def summary(self, m: list[dict], *, step: int, early_stopped: bool, diverged: bool, wall: float,
+                steps_per_s: float | None, n_params: int, resumed_from: int | None) -> dict:
+        cfg = self.cfg
+        return {
             "status": "complete",
             **verdict(m, cfg.grok.threshold, cfg.grok.delay_ratio),
-            "steps": self.step, "early_stopped": self.early_stopped, "diverged": self.diverged,
+            "steps": step, "early_stopped": early_stopped, "diverged": diverged,
             "final_train_acc": m[-1]["train_acc"], "final_test_acc": m[-1]["test_acc"],
             "final_train_loss": m[-1]["train_loss"], "final_test_loss": m[-1]["test_loss"],
-            "wall_time_s": self.wall(),
-            "steps_per_s": (self.step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9),
+            "wall_time_s": wall, "steps_per_s": steps_per_s,
             **self.task.record(), **({"frac": cfg.frac} if self.task.finite else {}),
             "seed": cfg.seed, "model": cfg.model.name,
             "optimizer": cfg.optimizer.name, "n_train": self.data.n_train,
-            "n_test": len(self.data.test[1]), **self.task.stats(self.data),
-            "n_params": sum(w.numel() for w in model.parameters()),
-            "resumed_from": self.start_step or None, "sweep_id": str(cfg.sweep_id),
+            "n_test": len(self.data.test[1]), **self.task.stats(self.data), "n_params": n_params,
+            "resumed_from": resumed_from, "sweep_id": str(cfg.sweep_id),
         }
+
+    def finish(self, model, opt_state: dict, padded: tuple[int, int]) -> dict:
+        """Summary, final checkpoint (which also makes re-running a finished job a no-op), W&B."""
+        summary = self.summary(
+            self.metrics, step=self.step, early_stopped=self.early_stopped, diverged=self.diverged,
+            wall=self.wall(),
+            steps_per_s=(self.step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9),
+            n_params=sum(w.numel() for w in model.parameters()), resumed_from=self.start_step or None)
+        # The checkpoint first: once it says done, a summary.json lost or never written (a kill,
+        # a full disk) is rebuilt from it, and a complete summary.json is never overwritten.
+        self.save(model, opt_state, padded, done=True, summary=summary)
         self.record.write_summary(summary)
-        self.save(model, opt_state, padded, done=True)
         self.wandb.finish(summary)
         log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
                  self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],

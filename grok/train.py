@@ -27,9 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from grok.data import PackBatch, batch_at
+from grok.folders import FolderError
 from grok.optim import PackOptimizer
 from grok.runs import Run, accuracy, loss_fn, per_position
 from grok.tasks import build_task
+from grok.tracking import one_line
 
 log = logging.getLogger(__name__)
 
@@ -197,23 +199,29 @@ def deferred_signals(signals=(signal.SIGUSR2, signal.SIGTERM)):
             signal.signal(s, h)
 
 
-def run(cfg: DictConfig, run_dir) -> dict:
+def run(cfg: DictConfig, run_dir, files: dict[str, str] | None = None) -> dict:
     """Train (or resume, or return the finished result of) the run configured by `cfg` in `run_dir`."""
-    return train_pack([cfg], [run_dir])[0]
+    [result] = train_pack([cfg], [run_dir], None if files is None else [files])
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
-def train_pack(cfgs: list[DictConfig], run_dirs: list) -> list[dict]:
-    """Train the runs `cfgs` (one folder each) as one pack; their summaries, in order."""
+def train_pack(cfgs: list[DictConfig], run_dirs: list, files: list | None = None) -> list:
+    """Train the runs `cfgs` (one folder each) as one pack; their summaries, in order. A run that
+    cannot start (its folder refuses it or is in use, its checkpoint is unreadable, ...) fails
+    alone: its entry is the exception, and the others train. An error while training raises.
+    `files`: per run, further files to write into its folder once it trains (Hydra's `.hydra/`)."""
     # Denormal floats in tiny late-training gradients cost ~5x. The setting is process-wide, so
     # it is undone afterwards (torch's default is off; a sweep's next job sets it again).
     torch.set_flush_denormal(True)
     try:
-        return _train_pack(cfgs, run_dirs)
+        return _train_pack(cfgs, run_dirs, files or [None] * len(cfgs))
     finally:
         torch.set_flush_denormal(False)
 
 
-def _train_pack(cfgs, run_dirs) -> list[dict]:
+def _train_pack(cfgs, run_dirs, files) -> list:
     keys = {shape_key(c) for c in cfgs}
     if len(keys) > 1:
         raise ValueError(f"runs of one pack must share shapes, optimizer, device and dtype: {keys}")
@@ -221,11 +229,28 @@ def _train_pack(cfgs, run_dirs) -> list[dict]:
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device, dtype = torch.device(tc.device), DTYPES[tc.dtype]
-    runs = [Run(c, d, device, dtype) for c, d in zip(cfgs, run_dirs)]
-    todo = [r for r in runs if r.finished is None]
-    if todo:
-        train_runs(todo, device, dtype)
-    return [r.finished for r in runs]
+    runs, results = [], []
+    try:
+        for c, d, f in zip(cfgs, run_dirs, files):
+            try:
+                runs.append(Run(c, d, device, dtype, f))
+                results.append(None)
+            except Exception as e:  # noqa: BLE001 - this run fails alone
+                if not isinstance(e, FolderError):
+                    log.error("%s: cannot start: %s", d, one_line(e), exc_info=e, extra={"run": str(d)})
+                results.append(e)
+        todo = [r for r in runs if r.finished is None]
+        if todo:
+            try:
+                train_runs(todo, device, dtype)
+            except Exception:
+                log.exception("pack of %d run(s) failed", len(todo))  # into each run's log
+                raise
+        done = iter(r.finished for r in runs)
+        return [next(done) if r is None else r for r in results]
+    finally:
+        for r in runs:
+            r.close()
 
 
 def train_runs(runs: list[Run], device, dtype) -> None:

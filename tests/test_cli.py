@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from conftest import TINY, launch
 
+from grok.folders import job_dirname
 from grok.wandb_offline import find_run_files, read_run, wait_until_finished
 
 BAD = [
@@ -63,8 +64,9 @@ def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
     r = launch(["-m", "task=poly", "op=x+y,x2+y2", "frac=0.5,0.7", *TINY,
                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
-    assert [p.name for p in runs] == ["0", "1", "2", "3"]
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert {p.name for p in runs} == {job_dirname(["task=poly", f"op={op}", f"frac={frac}", *TINY])
+                                      for op in ("x+y", "x2+y2") for frac in (0.5, 0.7)}
     seen, groups = set(), set()
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
@@ -96,17 +98,18 @@ def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
 
 @pytest.mark.parametrize("launcher", ["basic", "packed"])
 def test_a_failing_job_does_not_stop_the_sweep_and_is_reported(tmp_path, launcher):
-    """Job 0 finds a corrupt checkpoint in its folder (a fault no up-front check can see)."""
+    """Job seed=0 finds a corrupt checkpoint in its folder (a fault no up-front check can see)."""
     sweep = tmp_path / "sweep"
-    (sweep / "0").mkdir(parents=True)
-    (sweep / "0" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    bad, good = (sweep / job_dirname([f"seed={s}", *TINY]) for s in (0, 1))
+    bad.mkdir(parents=True)
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
     extra = ["hydra/launcher=packed", "hydra.launcher.max_pack=1"] if launcher == "packed" else []
-    r = launch(["-m", *extra, "seed=0,1", *TINY, "train.steps=20", "logger=none",
+    r = launch(["-m", *extra, "seed=0,1", *TINY, "train.steps=20", "logger=none", "train.threads=1",
                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode != 0
-    failed = json.loads((sweep / "0" / "summary.json").read_text())
+    failed = json.loads((bad / "summary.json").read_text())
     assert failed["status"] == "failed" and "checkpoint" in failed["error"].lower()
-    assert "Traceback" in (sweep / "0" / "launch.log").read_text()
-    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "complete"
+    assert "Traceback" in (bad / "launch.log").read_text()
+    assert json.loads((good / "summary.json").read_text())["status"] == "complete"
     assert "1 of 2 jobs complete" in r.stderr
-    assert f"failed     {failed['error']} (log: {sweep}/0/launch.log)" in r.stderr
+    assert f"failed      {bad.name}: {failed['error']} (log: {bad}/launch.log)" in r.stderr

@@ -14,8 +14,9 @@ import sys
 import time
 
 import pytest
-import torch
 from conftest import ROOT, TINY, assert_same_run, compose_cfg, launch, read_metrics
+
+from grok.folders import job_dirname
 
 
 def _cluster_problem() -> str | None:
@@ -94,6 +95,11 @@ def job_log(sweep, jid):
     return (sweep / ".submitit" / jid / f"{jid}_0_log.err").read_text()
 
 
+def job_folder(sweep, args):
+    """The folder of the sweep job with these command-line overrides (grok.folders)."""
+    return sweep / job_dirname([a for a in args if not a.startswith("hydra")])
+
+
 def wait_for(path, timeout=120):
     deadline = time.time() + timeout
     while not path.exists():
@@ -153,8 +159,9 @@ def test_sweep_on_slurm_leaves_complete_records_that_collate(tmp_path):
     rc, _, err = finish(proc, 300)
     assert rc == 0, err[-3000:]
     assert "4 of 4 jobs complete" in err
-    runs = sorted(p for p in sweep.iterdir() if p.name.isdigit())
-    assert [p.name for p in runs] == ["0", "1", "2", "3"]
+    runs = sorted(p for p in sweep.iterdir() if (p / "config.yaml").exists())
+    assert {p.name for p in runs} == {job_dirname(["task=poly", f"op={op}", f"frac={f}", *TINY])
+                                      for op in ("x+y", "x-y") for f in (0.5, 0.7)}
     seen = set()
     for run in runs:
         summary = json.loads((run / "summary.json").read_text())
@@ -189,12 +196,12 @@ def test_preempted_job_is_requeued_and_ends_bit_identical(tmp_path):
     reference = start_reference([a for a in args if not a.startswith("hydra")], tmp_path / "reference")
     proc, sweep = start_sweep(args, tmp_path)
     jid = job_id(sweep)
-    wait_for(sweep / "0" / "checkpoint.pt")
+    run_dir = job_folder(sweep, args)
+    wait_for(run_dir / "checkpoint.pt")
     subprocess.run(["scancel", "--signal=USR2", jid], check=True, timeout=30)
     rc, _, err = finish(proc, 300)
     assert rc == 0, err[-3000:]
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
-    run_dir = sweep / "0"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < (summary["resumed_from"] or 0) < 3000, "the job was not interrupted"
     log = job_log(sweep, jid)
@@ -226,7 +233,7 @@ def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
     rc, _, err = finish(proc, 420)
     assert rc == 0, err[-3000:]
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
-    run_dir = sweep / "0"
+    run_dir = job_folder(sweep, args)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == steps and (summary["resumed_from"] or 0) > 0
     log = job_log(sweep, jid)
@@ -241,14 +248,17 @@ def test_job_past_its_time_limit_is_requeued_and_ends_bit_identical(tmp_path):
 
 @cluster
 @pytest.mark.slow
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_failing_job_on_slurm_does_not_stop_the_sweep_and_is_reported(tmp_path):
-    proc, sweep = start_sweep([*SLURM, "train.device=cuda,cpu", *TINY, "train.steps=20"], tmp_path)
+    """Job seed=0 finds a corrupt checkpoint in its folder (a fault no up-front check can see)."""
+    bad, good = (job_folder(tmp_path / "sweep", [f"seed={s}", *TINY]) for s in (0, 1))
+    bad.mkdir(parents=True)
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    proc, sweep = start_sweep([*SLURM, "seed=0,1", *TINY, "train.steps=20"], tmp_path)
     rc, _, err = finish(proc, 300)
     assert rc != 0
-    failed = json.loads((sweep / "0" / "summary.json").read_text())
-    assert failed["status"] == "failed" and "CUDA" in failed["error"]
-    assert "Traceback" in (sweep / "0" / "launch.log").read_text()
-    assert json.loads((sweep / "1" / "summary.json").read_text())["status"] == "complete"
+    failed = json.loads((bad / "summary.json").read_text())
+    assert failed["status"] == "failed" and "checkpoint" in failed["error"]
+    assert "Traceback" in (bad / "launch.log").read_text()
+    assert json.loads((good / "summary.json").read_text())["status"] == "complete"
     assert "1 of 2 jobs complete" in err
-    assert f"failed     {failed['error']} (log: {sweep}/0/launch.log)" in err
+    assert f"failed      {bad.name}: {failed['error']} (log: {bad}/launch.log)" in err

@@ -3,9 +3,11 @@
 
 Jobs are grouped by `grok.train.pack_key` (same shapes, optimizer kind, device, dtype, step
 budget, eval interval), sorted by train-set size inside a group so a pack pads little, and cut
-into packs of at most `max_pack` runs. Every job gets its folder exactly as Hydra's own launchers
-make it (`.hydra/`, `launch.log`) and then exactly the records of a single run. A pack that fails
-marks its own jobs failed; the other packs still run.
+into packs of at most `max_pack` runs. Every job gets its folder as Hydra's own launchers name it
+(by its identity, grok.folders) and then exactly the records of a single run (`.hydra/`,
+`launch.log`, ...). Each run of a pack holds its folder's lock; a run its folder refuses fails
+alone and nothing is written there. A pack that fails marks its own jobs failed; the other packs
+still run.
 """
 
 import logging
@@ -18,6 +20,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
+
+import grok.folders  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +84,24 @@ def plan_packs(cfgs, max_pack: int | None) -> list[list[int]]:
 
 class _RunLogs(logging.Handler):
     """Sends each log record of a pack to its run's `launch.log` (records that name a run, via
-    `extra={"run": dir}`) or to every run's (records about the whole pack)."""
+    `extra={"run": dir}`) or to the logs of every run that holds its folder (records about the
+    whole pack). A folder that refused its run gets no line (files open at their first line)."""
 
     def __init__(self, run_dirs):
         super().__init__()
         fmt = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
         self.files = {}
         for d in run_dirs:
-            h = logging.FileHandler(Path(d) / "launch.log")
+            h = logging.FileHandler(Path(d) / "launch.log", delay=True)
             h.setFormatter(fmt)
             self.files[str(d)] = h
 
     def emit(self, record):
+        from grok.folders import holds
+
         target = getattr(record, "run", None)
         for d, h in self.files.items():
-            if target is None or target == d:
+            if target == d or (target is None and holds(d)):
                 h.handle(record)
 
     def close(self):
@@ -115,19 +122,24 @@ def prepare_jobs(hydra_context, config, jobs) -> list[tuple[Any, JobReturn]]:
         got = {}
 
         def collect(cfg, got=got):
-            got["cfg"], got["dir"] = cfg, HydraConfig.get().runtime.output_dir
-            return got["dir"]
+            from grok.tracking import hydra_files
+
+            got["cfg"], got["files"] = cfg, hydra_files(cfg)
+            return HydraConfig.get().runtime.output_dir
 
         ret = run_job(hydra_context=hydra_context, task_function=collect, config=sweep_config,
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        ret.files = got.get("files")
         out.append((got.get("cfg"), ret))
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     return out
 
 
 def train_pack_jobs(prepared) -> list[JobReturn]:
-    """Train one pack of prepared jobs; their JobReturns with the summaries (or the error)."""
-    from grok.tracking import record_failure
+    """Train one pack of prepared jobs; their JobReturns with the summaries (or the error).
+    Errors are in the runs' launch.log already (grok.train.train_pack logs them)."""
+    from grok.folders import FolderError
+    from grok.tracking import one_line, record_failure
     from grok.train import train_pack
 
     cfgs = [cfg for cfg, _ in prepared]
@@ -136,14 +148,20 @@ def train_pack_jobs(prepared) -> list[JobReturn]:
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        summaries = train_pack(cfgs, dirs)
-        for (_, ret), s in zip(prepared, summaries):
-            ret.return_value, ret.status = s, JobStatus.COMPLETED
-    except Exception as e:  # one failed pack never takes down the sweep
-        log.exception("pack of %d job(s) failed", len(dirs))
-        for (_, ret), d in zip(prepared, dirs):
-            record_failure(d, e)
-            ret.return_value, ret.status = e, JobStatus.FAILED
+        try:
+            results = train_pack(cfgs, dirs, [getattr(ret, "files", None) for _, ret in prepared])
+        except Exception as e:  # one failed pack never takes down the sweep
+            log.error("pack of %d job(s) failed: %s", len(dirs), one_line(e))
+            results = [e] * len(dirs)
+        for (_, ret), d, r in zip(prepared, dirs, results):
+            if isinstance(r, BaseException):
+                if isinstance(r, FolderError):
+                    log.error("%s", r)
+                else:
+                    record_failure(d, r)
+                ret.return_value, ret.status = r, JobStatus.FAILED
+            else:
+                ret.return_value, ret.status = r, JobStatus.COMPLETED
     finally:
         root.removeHandler(handler)
         handler.close()
@@ -169,7 +187,7 @@ class PackedLauncher(Launcher):
         log.info("%d job(s) in %d pack(s) of at most %s", len(jobs), len(packs),
                  self.max_pack or "auto")
         for k, pack in enumerate(packs):
-            log.info("pack %d: jobs %s", k, ", ".join(str(jobs[i][1]) for i in pack))
+            log.info("pack %d: %s", k, "; ".join(Path(prepared[i][1].return_value).name for i in pack))
             train_pack_jobs([prepared[i] for i in pack])
         return [ret for _, ret in prepared]
 
