@@ -58,16 +58,16 @@ def job_dirname(overrides) -> str:
     made safe and ends in a hash of the full name, so no two identities share a folder."""
     from hydra.core.override_parser.types import OverrideType
 
-    items = []
+    items = {}  # by key: a later override of a key replaces an earlier one, as in Hydra
     for o in _parser().parse_overrides([str(x) for x in overrides]):
         if not identity_key(o.key_or_group):
             continue
         if o.type == OverrideType.DEL:
-            items.append(f"~{o.key_or_group}" + ("" if o.value() is None else
-                                                 f"={o.get_value_element_as_str()}"))
+            items[o.key_or_group] = f"~{o.key_or_group}" + (
+                "" if o.value() is None else f"={o.get_value_element_as_str()}")
         else:
-            items.append(f"{o.key_or_group}={o.get_value_element_as_str()}")
-    name = ",".join(sorted(items)) or DEFAULT_NAME
+            items[o.key_or_group] = f"{o.key_or_group}={o.get_value_element_as_str()}"
+    name = ",".join(sorted(items.values())) or DEFAULT_NAME
     if _SAFE.fullmatch(name) and len(name) <= MAX_NAME and name[0] not in ".-":
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:10]

@@ -153,6 +153,7 @@ def test_job_folders_are_named_by_identity():
     assert job_dirname(["task=poly", "op=x2+y2", "frac=.50", "sweep_id=B", "logger=none",
                         "train.device=cpu", "logger.mode=offline"]) == a
     assert job_dirname([]) == job_dirname(["sweep_id=X"]) == "default"
+    assert job_dirname(["frac=0.3", "seed=1", "frac=0.5"]) == "frac=0.5,seed=1"  # the last one wins
     unsafe = [job_dirname(["task=poly", f"op={op}"]) for op in ("x/y", "x*y", "'(x+y)^3'", "x_y")]
     assert len(set(unsafe)) == 4
     for name in unsafe + [job_dirname([f"model.d_mlp={i}" for i in range(40)])]:
