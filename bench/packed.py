@@ -59,7 +59,7 @@ from grok.config import validate  # noqa: E402
 from grok.data import PackBatch, make_data  # noqa: E402
 from grok.models import build_model  # noqa: E402
 from grok.runs import loss_fn  # noqa: E402
-from grok.train import DTYPES, chunk_size, make_optimizer, scores, step  # noqa: E402
+from grok.train import DTYPES, chunk_size, make_optimizer, run_losses, scores, step  # noqa: E402
 
 OPS = "x+y,x-y,x*y,x2+y2"
 TABLE = REPO / "conf" / "experiment" / "furuta_table.yaml"
@@ -95,11 +95,6 @@ def init_model(cfg, task=None):
     return build_model(cfg, task)
 
 
-def pack_loss(logits, targets):
-    """Each run's mean loss (R,) from logits (R, N, K, C), targets (R, N, K), as the trainer."""
-    return loss_fn(logits.flatten(1, 2), targets.flatten(1))
-
-
 class Bench:
     """A pack as the trainer holds it: stacked model, pack optimizer, padded train/test examples."""
 
@@ -131,13 +126,16 @@ class Bench:
         scores grok.train.forward_backward takes from the step's logits, and what
         grok.train.evaluate computes (test forward in chunks, test loss and scores, transfers)."""
         many = len(self.at) > 1
-        train = scores(train_logits, self.train.targets, many)
+        # (the token losses come with the step's loss in the trainer; here, from its logits)
+        targets = self.train.targets
+        train = scores(train_logits, targets, run_losses(train_logits, targets)[1], many)
         parts = []
         for a in range(0, self.R, self.chunk):
             part = slice(a, a + self.chunk)
             logits = self.model.logits_at(self.test.tokens[part], self.at, runs=part)
             targets = self.test.targets[part]
-            parts.append({"loss": pack_loss(logits, targets), **scores(logits, targets, many)})
+            loss, ce = run_losses(logits, targets)
+            parts.append({"loss": loss, **scores(logits, targets, ce, many)})
         test = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         cols = [train["acc"], test["loss"], test["acc"]]
         if many:
@@ -231,7 +229,7 @@ def check(base_cfg):
     dt, cpu = torch.float64, torch.device("cpu")
     pack = Bench(cfgs, cpu, dt)
     logits = pack.model.logits_at(pack.train.tokens, pack.at)      # the whole pack in one forward
-    losses = pack_loss(logits, pack.train.targets)
+    losses = run_losses(logits, pack.train.targets)[0]
     losses.sum().backward()
     packed = dict(pack.model.named_parameters())
     d_logit = d_loss = d_grad = d_step = 0.0

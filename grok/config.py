@@ -166,9 +166,11 @@ def _same_keys(got: dict, want: dict, prefix: str) -> None:
 
 # -- one concern at a time -----------------------------------------------------------------
 
-def check_modular(cfg) -> Op:
-    """The op of a modular task (grok.tasks.modular), checked as `_task` checks it."""
-    return _task(_view(cfg))[0]
+def check_modular(cfg) -> tuple[Op, int]:
+    """The op of a modular task (grok.tasks.modular), checked as `_task` checks it, and the
+    number of its labelled pairs."""
+    op, _, n = _task(_view(cfg))
+    return op, n
 
 
 def _task(cfg) -> tuple[Op, int, int]:
@@ -214,8 +216,7 @@ def _data(cfg, task) -> None:
 
 
 def _model(cfg, task) -> None:
-    _str(cfg, "model.name")
-    _choice(cfg, "model.layout", LAYOUTS)
+    """(model.name and model.layout are checked before the task is built: see validate.)"""
     if _choice(cfg, "model.arch", ARCHS) == "mlp":
         for key in ("d_model", "d_mlp"):
             _int(cfg, f"model.{key}", lo=1)

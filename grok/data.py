@@ -29,44 +29,19 @@ def tokens_for(op: Op, layout: str, p: int, x: torch.Tensor, y: torch.Tensor) ->
     raise ValueError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
 
 
-@dataclass
-class Dataset:
-    """Train and test tensors plus the full universe (for measures over all p*p inputs)."""
-    tokens: torch.Tensor      # (N, 3) every valid pair, x-major order
-    labels: torch.Tensor      # (N,)
-    pairs: torch.Tensor       # (N,) x * p + y: where each row sits on the full p*p grid
-    train_idx: torch.Tensor   # indices into the universe
-    test_idx: torch.Tensor
-
-    @property
-    def train(self):
-        return self.tokens[self.train_idx], self.labels[self.train_idx]
-
-    @property
-    def test(self):
-        return self.tokens[self.test_idx], self.labels[self.test_idx]
-
-
-def make_dataset(op: Op, p: int, frac: float, seed: int, layout: str) -> Dataset:
-    """All pairs labelled exactly by `op`, split by a shuffle that depends only on `seed`."""
-    x, y, z = (torch.from_numpy(a).long() for a in op.labels(p))
-    n = len(z)
-    n_train = n_train_for(frac, n)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return Dataset(tokens=tokens_for(op, layout, p, x, y), labels=z, pairs=x * p + y,
-                   train_idx=perm[:n_train].sort().values, test_idx=perm[n_train:].sort().values)
-
-
-def full_grid(op: Op, p: int, layout: str, data: Dataset):
+def full_grid(op: Op, p: int, layout: str, train_idx: torch.Tensor):
     """Every (x, y) in x-major order, for measures that need the model on the whole input grid
     (even pairs an op has no answer for, e.g. y = 0 in division): tokens, labels (-1 where
-    undefined), and which pairs are in the training set."""
+    undefined), and which pairs are in the training set (`train_idx`: indices into the pairs
+    with an answer, x-major, as the modular task's universe lists them)."""
+    px, py, pz = (torch.from_numpy(a).long() for a in op.labels(p))
+    pairs = px * p + py
     x = torch.arange(p).repeat_interleave(p)
     y = torch.arange(p).repeat(p)
     labels = torch.full((p * p,), -1, dtype=torch.long)
-    labels[data.pairs] = data.labels
+    labels[pairs] = pz
     train_mask = torch.zeros(p * p, dtype=torch.bool)
-    train_mask[data.pairs[data.train_idx]] = True
+    train_mask[pairs[train_idx]] = True
     return tokens_for(op, layout, p, x, y), labels, train_mask
 
 

@@ -41,10 +41,19 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy with the log-softmax in float64: in float32 the loss of a well-fit point
     floors near 1e-7, its gradient rounds to zero and Adam turns that into loss spikes.
     logits (..., N, C), labels (..., N) with -1 for "no loss here"; one mean per leading index."""
-    C = logits.shape[-1]
-    ce = F.cross_entropy(logits.double().reshape(-1, C), labels.reshape(-1), ignore_index=-1,
-                         reduction="none").view(labels.shape)
+    return mean_ce(token_ce(logits, labels), labels)
+
+
+def mean_ce(ce: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean of token cross-entropies `ce` (..., N) over the labelled ones, per leading index."""
     return ce.sum(-1) / (labels >= 0).sum(-1)
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every labelled token in float64 (0 where the label is -1), labels' shape."""
+    C = logits.shape[-1]
+    return F.cross_entropy(logits.double().reshape(-1, C), labels.reshape(-1), ignore_index=-1,
+                           reduction="none").view(labels.shape)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -55,13 +64,12 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return right.sum(-1) / has.any(-1).sum(-1).double()
 
 
-def per_position(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def per_position(logits: torch.Tensor, labels: torch.Tensor,
+                 ce: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and accuracy at each answer position (..., K), over the examples that have a target
-    there (float64); nan where none has."""
-    C = logits.shape[-1]
+    there (float64); nan where none has. `ce`: token_ce(logits, labels), if already computed."""
     has = labels >= 0
-    ce = F.cross_entropy(logits.double().reshape(-1, C), labels.reshape(-1), ignore_index=-1,
-                         reduction="none").view(labels.shape)
+    ce = token_ce(logits, labels) if ce is None else ce
     n = has.sum(-2).double()
     right = (logits.argmax(-1) == labels) & has
     return ce.sum(-2) / n, right.sum(-2) / n

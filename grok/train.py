@@ -29,7 +29,7 @@ from tqdm import tqdm
 from grok.data import PackBatch, batch_at
 from grok.folders import FolderError
 from grok.optim import PackOptimizer
-from grok.runs import Run, accuracy, loss_fn, per_position
+from grok.runs import Run, accuracy, mean_ce, per_position, token_ce
 from grok.tasks import build_task
 from grok.tracking import one_line
 
@@ -132,12 +132,19 @@ CPU_CHUNK_BYTES = 12e6
 MAX_CHUNK = 1 << 20
 
 
-def scores(logits: torch.Tensor, targets: torch.Tensor, positions: bool) -> dict:
+def run_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each run's mean loss over its answer tokens (R,), and the token losses (R, N, K) it is
+    the mean of (logits (R, N, K, C))."""
+    ce = token_ce(logits, targets)
+    return mean_ce(ce.flatten(-2), targets.flatten(-2)), ce
+
+
+def scores(logits: torch.Tensor, targets: torch.Tensor, ce: torch.Tensor, positions: bool) -> dict:
     """Each run's sequence accuracy (R,) and, with `positions`, per-position loss and accuracy
-    (R, K), from logits (R, N, K, C) already computed."""
+    (R, K), from logits (R, N, K, C) and token losses `ce` already computed."""
     out = {"acc": accuracy(logits, targets)}
     if positions:
-        out["pos_loss"], out["pos_acc"] = per_position(logits, targets)
+        out["pos_loss"], out["pos_acc"] = per_position(logits, targets, ce)
     return out
 
 
@@ -151,12 +158,12 @@ def forward_backward(model, batch: PackBatch, chunk: int, at, accuracies: bool =
         part = None if chunk >= R else slice(a, a + chunk)
         sub = batch if part is None else PackBatch(batch.tokens[part], batch.targets[part], batch.n[part])
         logits = model.logits_at(sub.tokens, at, runs=part)                # (R, N, K, C)
-        loss = loss_fn(logits.flatten(1, 2), sub.targets.flatten(1))
+        loss, ce = run_losses(logits, sub.targets)
         loss.sum().backward()  # a sum of the runs' losses: each run gets exactly its own gradient
         losses.append(loss.detach())
         if accuracies:
             with torch.no_grad():
-                parts.append(scores(logits.detach(), sub.targets, len(at) > 1))
+                parts.append(scores(logits.detach(), sub.targets, ce.detach(), len(at) > 1))
     train = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else None
     return torch.cat(losses), train
 
@@ -316,8 +323,8 @@ def evaluate(pack: Pack, due: list[int], losses, train: dict, chunk: int) -> lis
         part = slice(a, a + chunk)
         logits = model.logits_at(test.tokens[part], at, runs=part)
         targets = test.targets[part]
-        parts.append({"loss": loss_fn(logits.flatten(1, 2), targets.flatten(1)),
-                      **scores(logits, targets, many)})
+        loss, ce = run_losses(logits, targets)
+        parts.append({"loss": loss, **scores(logits, targets, ce, many)})
     te = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     cols = {"train_loss": losses, "train_acc": train["acc"], "test_loss": te["loss"], "test_acc": te["acc"]}
     names = pack.members[0].task.position_names

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import ROOT, TINY, assert_same_run, compose_cfg, read_metrics, weights
 
-from grok.data import make_dataset
-from grok.ops import parse_op
+from grok.config import validate
+from grok.data import make_data
 from grok.train import run
 
 
@@ -79,17 +79,22 @@ def test_same_config_and_seed_same_run_bit_for_bit(tmp_path):
 
 
 def test_split_is_a_function_of_seed_and_covers_every_pair():
-    op = parse_op("x+y")
-    a, b = make_dataset(op, 23, 0.3, 0, "nanda"), make_dataset(op, 23, 0.3, 0, "nanda")
-    c = make_dataset(op, 23, 0.3, 1, "nanda")
+    def split(*overrides):
+        cfg = compose_cfg(["p=23", "frac=0.3", *overrides])
+        return make_data(validate(cfg), cfg)
+
+    a, b, c = split(), split(), split("seed=1")
     assert torch.equal(a.train_idx, b.train_idx) and not torch.equal(a.train_idx, c.train_idx)
-    both = torch.cat([a.train_idx, a.test_idx]).sort().values
-    assert torch.equal(both, torch.arange(23 * 23)) and len(a.train_idx) == round(0.3 * 529)
-    x, y = a.tokens[:, 0], a.tokens[:, 1]
-    assert torch.equal(a.labels, (x + y) % 23) and (a.tokens[:, 2] == 23).all()
-    f = make_dataset(parse_op("x*y"), 23, 0.3, 0, "furuta")  # [x, *, y], "*" is token p+3
-    assert torch.equal(f.tokens[:, 0], x) and torch.equal(f.tokens[:, 2], y)
-    assert (f.tokens[:, 1] == 23 + 3).all() and torch.equal(f.labels, x * y % 23)
+    tokens = torch.cat([a.train[0], a.test[0]])
+    labels = torch.cat([a.train[1], a.test[1]])[:, 0]
+    x, y = tokens[:, 0], tokens[:, 1]
+    assert torch.equal((x * 23 + y).sort().values, torch.arange(23 * 23))
+    assert len(a.train_idx) == round(0.3 * 529)
+    assert torch.equal(labels, (x + y) % 23) and (tokens[:, 2] == 23).all()
+    f = split("task=mul", "model=furuta")  # [x, *, y], "*" is token p+3
+    ft = torch.cat([f.train[0], f.test[0]])
+    fl = torch.cat([f.train[1], f.test[1]])[:, 0]
+    assert (ft[:, 1] == 23 + 3).all() and torch.equal(fl, ft[:, 0] * ft[:, 2] % 23)
 
 
 def test_finished_run_is_not_trained_again_and_other_config_is_refused(tmp_path):

@@ -17,6 +17,15 @@ def digits(n: np.ndarray, width: int, base: int) -> np.ndarray:
     return (n[:, None] // powers) % base
 
 
+def answer_after(seq: np.ndarray, first: int):
+    """(tokens, targets) of full sequences whose answer starts at column `first`: the answer
+    teacher-forced (each answer token is the target of the position before it), and the last
+    token, never an input, dropped."""
+    mask = np.zeros(seq.shape, dtype=bool)
+    mask[:, first - 1:] = True
+    return seq[:, :-1], targets_from(seq, mask)[:, :-1]
+
+
 def _width(n_max: int, base: int) -> int:
     w = 1
     while base ** w <= n_max:
@@ -54,9 +63,7 @@ class DigitsAdd(Task):
         seq = np.concatenate([digits(a, self.n, self.base), np.full((N, 1), self.PLUS),
                               digits(b, self.n, self.base), np.full((N, 1), self.EQ),
                               digits(a + b, self.n + 1, self.base)], axis=1)
-        mask = np.zeros(seq.shape, dtype=bool)
-        mask[:, 2 * self.n + 1:] = True
-        return seq[:, :-1], targets_from(seq, mask)[:, :-1]
+        return answer_after(seq, 2 * self.n + 2)
 
 
 def primes_below(n: int) -> np.ndarray:
@@ -143,6 +150,4 @@ class GCD(Task):
         seq = np.concatenate([digits(a, self.w, self.base), np.full((n, 1), self.SEP),
                               digits(b, self.w, self.base), np.full((n, 1), self.EQ),
                               digits(np.gcd(a, b), self.w, self.base)], axis=1)
-        mask = np.zeros(seq.shape, dtype=bool)
-        mask[:, 2 * self.w + 1:] = True
-        return seq[:, :-1], targets_from(seq, mask)[:, :-1]
+        return answer_after(seq, 2 * self.w + 2)

@@ -17,13 +17,13 @@ class Modular(Task):
         from grok.config import check_modular  # the op language's checks, shared with preflight
 
         self.name = cfg.task.name
-        self.op, self.p, self.layout = check_modular(cfg), cfg.p, cfg.model.layout
+        (self.op, self.n), self.p, self.layout = check_modular(cfg), cfg.p, cfg.model.layout
         from grok.data import vocab_size
 
         self.vocab, self.n_out, self.n_ctx = vocab_size(self.layout, self.p), self.p, 3
 
     def size(self) -> int:
-        return len(self.op.labels(self.p)[2])
+        return self.n
 
     def describe(self) -> str:
         return f"{self.op.pretty} mod {self.p}"
@@ -47,15 +47,9 @@ class Modular(Task):
     def probe(self, data, device):
         """The p x p grid the Fourier measures read: tokens, labels (-1 where the op has no
         answer, e.g. y = 0 in division) and which pairs are in the training set."""
-        import torch
+        from grok.data import full_grid
 
-        from grok.data import full_grid, make_dataset
-
-        # The modular split is the generic finite split (same seed, same order), so the pairs
-        # of make_dataset are the pairs this run trains on.
-        ds = make_dataset(self.op, self.p, data.frac, data.seed, self.layout)
-        assert torch.equal(ds.train_idx, data.train_idx)
-        return tuple(t.to(device) for t in full_grid(self.op, self.p, self.layout, ds))
+        return tuple(t.to(device) for t in full_grid(self.op, self.p, self.layout, data.train_idx))
 
     def measures(self, model, probe, full: bool, mc) -> dict:
         if not hasattr(model, "W_L"):  # Fourier measures read the 1-layer model's W_E and W_L
