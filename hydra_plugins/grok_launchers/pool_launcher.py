@@ -161,7 +161,7 @@ class PoolLauncher(Launcher):
     def _died(self, what: str, num: int, overrides: list[str]) -> JobReturn:
         """A job whose process ended without a result: its folder says it failed and why, unless
         its run had already completed (then the record on disk is the whole result)."""
-        from grok.tracking import SUMMARY, record_failure
+        from grok.tracking import read_summary, record_failure
 
         ret = JobReturn(overrides=overrides)
         try:
@@ -170,11 +170,8 @@ class PoolLauncher(Launcher):
             log.error("job #%d failed: %s (its folder is unknown: %s)", num, what, e)
             ret.status, ret.return_value = JobStatus.FAILED, JobDied(what)
             return ret
-        try:
-            summary = json.loads((run_dir / SUMMARY).read_text())
-        except (OSError, ValueError):
-            summary = {}
-        if isinstance(summary, dict) and summary.get("status") == "complete":
+        summary = read_summary(run_dir)
+        if summary and summary.get("status") == "complete":
             log.warning("job #%d (%s): %s after its run completed; the record in %s is complete",
                         num, " ".join(filter_overrides(overrides)), what, run_dir)
             ret.status, ret.return_value = JobStatus.COMPLETED, summary
