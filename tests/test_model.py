@@ -14,7 +14,7 @@ from torch.func import functional_call, grad, vmap
 from grok.data import tokens_for, vocab_size
 from grok.models.tables import Transformer
 from grok.ops import parse_op
-from grok.train import loss_fn
+from grok.runs import loss_fn
 
 # layout -> (pos_embed, mlp_bias): nanda has learned positions and MLP biases, furuta neither.
 LAYOUTS = {"nanda": (True, True), "furuta": (False, False)}
