@@ -132,7 +132,7 @@ def test_gcd_measures_accuracy_by_gcd_and_by_the_bases_primes():
 
     class AnswersOne(torch.nn.Module):
         def logits_at(self, tokens, at):
-            out = torch.zeros(1, len(tokens), len(at), task.n_out)
+            out = torch.zeros(len(tokens), len(at), task.n_out)  # a single model: (B, K, C)
             out[..., :-1, 0] = 1  # leading zeros
             out[..., -1, 1] = 1   # last digit 1
             return out

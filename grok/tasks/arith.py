@@ -184,7 +184,7 @@ class GCD(Task):
 
         tokens, targets, g = probe
         with torch.no_grad():
-            pred = model.logits_at(tokens, self.positions)[0].argmax(-1)
+            pred = model.logits_at(tokens, self.positions).argmax(-1)  # (B, K): a single model
         right = (pred == targets).all(-1).cpu().numpy()
         out = weight_sq(model)
         for v in range(1, 11):
