@@ -318,6 +318,8 @@ def _logger(cfg) -> None:
         _choice(cfg, "logger.mode", WANDB_MODES)
         _str(cfg, "logger.project")
         _str(cfg, "logger.entity", optional=True)
+        _bool(cfg, "logger.log_plot")
+        _bool(cfg, "logger.log_checkpoint")
 
 
 # -- what a run can afford -------------------------------------------------------------------
