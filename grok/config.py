@@ -269,6 +269,8 @@ def _train(cfg, device_here: bool) -> None:
         _int(cfg, "train.threads", lo=1, hi=MAX_THREADS)
     if _select(cfg, "train.chunk") is not None:
         _int(cfg, "train.chunk", lo=1)
+    if _select(cfg, "train.snapshot_every") is not None:
+        _int(cfg, "train.snapshot_every", lo=1)
     if _select(cfg, "train.max_memory_gb") is not None:
         _num(cfg, "train.max_memory_gb", 0.0, math.inf)
 
@@ -316,6 +318,8 @@ def _logger(cfg) -> None:
         _choice(cfg, "logger.mode", WANDB_MODES)
         _str(cfg, "logger.project")
         _str(cfg, "logger.entity", optional=True)
+        _bool(cfg, "logger.log_plot")
+        _bool(cfg, "logger.log_checkpoint")
 
 
 # -- what a run can afford -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from grok import checkpoint
 from grok.config import validate
 from grok.data import make_data
 from grok.folders import FolderLock, RunRefused, remove_leftovers
+from grok.history import drop_snapshots_after, save_snapshot, snapshot_path
 from grok.models import build_model
 from grok.tracking import (
     CHECKPOINT,
@@ -187,9 +188,14 @@ class Run:
         if self.ck:
             log.info("%s: resuming from step %d", self.dir, self.step, extra=self._log)
         self.record.write_files(self.files)
+        # Snapshots past the checkpoint are a killed run's (written again, identical), and a
+        # finished run continued drops its end-of-run one: a longer run would not have it.
+        n = self.cfg.train.get("snapshot_every")
+        drop_snapshots_after(self.dir, self.step, also_at=bool(
+            self.ck and self.ck["done"] and not (n and self.step % n == 0)))
         self.record.write_config(self.cfg)
         self.record.rewrite_metrics(self.metrics)
-        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id)
+        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id, self.task)
         self.t0 = time.perf_counter()
 
     # -- evaluation and the stop policy -------------------------------------------------------
@@ -247,6 +253,14 @@ class Run:
             "padded": list(padded), "fingerprint": checkpoint.fingerprint(self.cfg),
             "end_only": self.end_only, **({"summary": summary} if summary else {})})
 
+    def snapshot_due(self) -> bool:
+        """Keep the weights at this step? Every `train.snapshot_every` steps, step 0 included."""
+        n = self.cfg.train.get("snapshot_every")
+        return bool(n) and self.step % n == 0 and not snapshot_path(self.dir, self.step).exists()
+
+    def snapshot(self, model) -> None:
+        save_snapshot(self.dir, self.step, model)
+
     def wall(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
 
@@ -274,11 +288,13 @@ class Run:
             wall=self.wall(),
             steps_per_s=(self.step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9),
             n_params=sum(w.numel() for w in model.parameters()), resumed_from=self.start_step or None)
+        if self.cfg.train.get("snapshot_every") and not snapshot_path(self.dir, self.step).exists():
+            self.snapshot(model)  # the last snapshot is the final model
         # The checkpoint first: once it says done, a summary.json lost or never written (a kill,
         # a full disk) is rebuilt from it, and a complete summary.json is never overwritten.
         self.save(model, opt_state, padded, done=True, summary=summary)
         self.record.write_summary(summary)
-        self.wandb.finish(summary)
+        self.wandb.finish(summary, self.metrics)
         log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
                  self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],
                  summary["best_test_acc"], summary["wall_time_s"], summary["steps_per_s"], extra=self._log)

@@ -109,6 +109,10 @@ class Pack:
     def save(self, i: int, done: bool = False) -> None:
         self.runs[i].save(self.model.run(i), self.opt.run_state(i), self.padded(), done=done)
 
+    def snapshot(self, i: int) -> None:
+        if self.runs[i].snapshot_due():
+            self.runs[i].snapshot(self.model.run(i))
+
     def padded(self) -> tuple[int, int]:
         train = self.members[0].cfg.task.batch if self.infinite else self.train.targets.shape[1]
         return train, self.test.targets.shape[1]
@@ -262,8 +266,9 @@ def _train_pack(cfgs, run_dirs, files) -> list:
 
 def train_runs(runs: list[Run], device, dtype) -> None:
     pack = Pack(runs, device, dtype)
-    for r in runs:
+    for i, r in enumerate(runs):
         r.begin()
+        pack.snapshot(i)  # step 0 (or the checkpoint's step), if snapshots are kept there
     R, cfg = len(runs), runs[0].cfg
     log.info("pack of %d run(s): %s, %s model (%d params each), %s, %s on %s", R,
              "; ".join(sorted({r.task.describe() for r in runs})), cfg.model.name,
@@ -299,6 +304,7 @@ def train_runs(runs: list[Run], device, dtype) -> None:
             for i in alive:
                 r = pack.runs[i]
                 r.step += 1
+                pack.snapshot(i)
                 if r.step % r.cfg.train.checkpoint_every == 0:
                     pack.save(i)
             # Stopped runs took one more (discarded) update above; once they are half of the
