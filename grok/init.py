@@ -89,7 +89,7 @@ def read_source(source) -> dict:
     path = checkpoint_path(source)
     where = f"init.from={source}"
     if not Path(str(source)).expanduser().exists():
-        raise ConfigError(f"{where}: no such run folder or checkpoint")
+        raise ConfigError(f"{where}: no such run folder or checkpoint (train the source run first)")
     if not path.is_file():
         raise ConfigError(f"{where}: holds no checkpoint.pt (not a run folder, or a run that never "
                           f"checkpointed)")
@@ -190,7 +190,8 @@ def record(cfg, plan: dict | None) -> dict:
     if not plan:
         return {}
     ck, source = plan["source"], cfg.init["from"]
-    out = {"init_module": module(plan, plan["names"]), "init_load": plan["load"], "init_freeze": plan["freeze"],
+    out = {"init_module": module(plan, plan["names"]), "init_load": plan["load"],
+           "init_freeze": plan["freeze"],
            "init_from": None if source is None else str(checkpoint_path(source).resolve())}
     if ck is not None:
         s, fp = ck.get("summary") or {}, ck.get("fingerprint") or {}

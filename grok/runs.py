@@ -81,8 +81,8 @@ def group_curves(metrics: list[dict], groups) -> list[list[dict]]:
     the verdict and the early stop read): a mixture stops once every op has settled."""
     out = [metrics]
     for name in groups:
-        out.append([{"step": m["step"], "train_acc": m[f"train_acc/{name}"], "test_acc": m[f"test_acc/{name}"]}
-                    for m in metrics if f"test_acc/{name}" in m])
+        out.append([{"step": m["step"], "train_acc": m[f"train_acc/{name}"],
+                     "test_acc": m[f"test_acc/{name}"]} for m in metrics if f"test_acc/{name}" in m])
     return out
 
 

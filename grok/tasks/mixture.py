@@ -142,7 +142,8 @@ class Mixture(Task):
         for i, (op, size) in enumerate(zip(self.ops, self.sizes)):
             idx = data.train_idx
             mine = idx[(idx >= start) & (idx < start + size)] - start
-            out.append(tuple(t.to(device) for t in full_grid(op, self.p, self.layout, mine, self.op_token(i))))
+            grid = full_grid(op, self.p, self.layout, mine, self.op_token(i))
+            out.append(tuple(t.to(device) for t in grid))
             start += size
         return out
 
