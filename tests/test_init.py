@@ -81,7 +81,8 @@ def test_loaded_and_frozen_transformer_keeps_the_sources_weights(tmp_path, sourc
                 tmp_path / "loose")
     assert read_metrics(tmp_path / "loose")[0]["train_loss"] == pytest.approx(
         _loss_of(source, cfg), rel=1e-6)
-    assert loose["init_freeze"] == [] and not torch.equal(ckpt(tmp_path / "loose")["model"]["W_E"], src["W_E"])
+    assert loose["init_freeze"] == []
+    assert not torch.equal(ckpt(tmp_path / "loose")["model"]["W_E"], src["W_E"])
 
 
 def _loss_of(source, cfg):
@@ -108,7 +109,8 @@ def test_bad_sources_are_refused_before_anything_runs(tmp_path, source):
     torch.save(ck, unfinished / "checkpoint.pt")
     embed = [*TINY, "task=poly", "op=2x+y", "init=pretrained_embed"]
     for args, want in [
-        ([f"init.from={source}", "p=29"], "W_E is (24, 32) there but (30, 32) here (source p=23"),
+        ([f"init.from={source}", "p=29"],
+         "W_E is (24, 32) there but (30, 32) here (source p=23"),
         ([f"init.from={source}", "model=furuta"], "layout=nanda; this run p=23, op=2x+y, model=furuta, layout=furuta"),
         ([f"init.from={unfinished}"], "the source run is incomplete"),
         ([f"init.from={tmp_path / 'nowhere'}"], "no such run folder or checkpoint"),
