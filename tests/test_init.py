@@ -111,7 +111,8 @@ def test_bad_sources_are_refused_before_anything_runs(tmp_path, source):
     for args, want in [
         ([f"init.from={source}", "p=29"],
          "W_E is (24, 32) there but (30, 32) here (source p=23"),
-        ([f"init.from={source}", "model=furuta"], "layout=nanda; this run p=23, op=2x+y, model=furuta, layout=furuta"),
+        ([f"init.from={source}", "model=furuta"],
+         "layout=nanda; this run p=23, op=2x+y, model=furuta, layout=furuta"),
         ([f"init.from={unfinished}"], "the source run is incomplete"),
         ([f"init.from={tmp_path / 'nowhere'}"], "no such run folder or checkpoint"),
         ([f"init.from={tmp_path}"], "holds no checkpoint.pt"),
