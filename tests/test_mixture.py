@@ -3,6 +3,7 @@ and a verdict per op, locally and in W&B; bad ops refused one by one; mixture ru
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY, compose_cfg, launch, read_metrics
@@ -110,3 +111,37 @@ def test_mixture_runs_pack_and_record_what_they_record_alone(tmp_path):
     for i, c in enumerate(cfgs):
         run(c, tmp_path / f"alone{i}")
         assert_like_alone(tmp_path / f"alone{i}", tmp_path / f"pack{i}")
+
+
+def _record(folder, mixture, seed, per_op, frac=0.5):
+    folder.mkdir(parents=True)
+    per_op = {op: {"verdict": v, "best_test_acc": acc, "grok_step": 100 if v == "grokked" else None}
+              for op, (v, acc) in per_op.items()}
+    summary = {"status": "complete", "task": "mixture", "mixture": mixture, "p": 23, "frac": frac,
+               "seed": seed, "model": "nanda", "optimizer": "adamw", "verdict": "did not generalise",
+               "best_test_acc": 0.5, "per_op": per_op}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    (folder / "config.yaml").write_text("p: 23\n")
+
+
+def test_mixture_table_has_a_column_per_mixture(tmp_path, capsys):
+    from analysis.__main__ import main
+
+    G, N = "grokked", "did not generalise"
+    _record(tmp_path / "a0", "{x+y, xy}", 0, {"x+y": (G, 1.0), "xy": (G, 1.0)})
+    _record(tmp_path / "a1", "{x+y, xy}", 1, {"x+y": (G, 1.0), "xy": (N, 0.4)})
+    _record(tmp_path / "b0", "{x+y, x-y}", 0, {"x+y": (G, 1.0), "x-y": (G, 1.0)})
+    _record(tmp_path / "b1", "{x+y, x-y}", 1, {"x+y": (G, 1.0), "x-y": (G, 0.995)})
+    _record(tmp_path / "c0", "{x+y, x-y}", 0, {"x+y": (N, 0.3), "x-y": (N, 0.2)}, frac=0.3)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "summary.json").write_text(json.dumps({"status": "complete", "task": "mixture"}))
+    (tmp_path / "bad" / "config.yaml").write_text("p: 23\n")
+    main(["mixtures", str(tmp_path), "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert "no per-op verdicts" in err and str(tmp_path / "bad") in err
+    [csv] = (tmp_path / "out").glob("mixtures_*.csv")
+    table = pd.read_csv(csv, index_col="frac")
+    assert sorted(table.columns) == ["{x+y, x-y}", "{x+y, xy}"]
+    assert table.loc[0.5, "{x+y, x-y}"] == "✓ 2/2"
+    assert table.loc[0.5, "{x+y, xy}"] == "✓ 1/2 · x+y ✓ · xy 70%"
+    assert table.loc[0.3, "{x+y, x-y}"] == "x+y 30% · x-y 20%"
