@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from grok import checkpoint
+from grok import init as init_
 from grok.config import validate
 from grok.data import make_data
 from grok.folders import FolderLock, RunRefused, remove_leftovers
@@ -33,7 +34,7 @@ from grok.tracking import (
     jsonable,
     read_summary,
 )
-from grok.verdict import settled, verdict
+from grok.verdict import GROKKED, settled, verdict
 
 log = logging.getLogger("grok.train")
 
@@ -76,6 +77,16 @@ def per_position(logits: torch.Tensor, labels: torch.Tensor,
     return ce.sum(-2) / n, right.sum(-2) / n
 
 
+def group_curves(metrics: list[dict], groups) -> list[list[dict]]:
+    """The whole's eval rows, then each group's as rows with plain train_acc/test_acc keys (what
+    the verdict and the early stop read): a mixture stops once every op has settled."""
+    out = [metrics]
+    for name in groups:
+        out.append([{"step": m["step"], "train_acc": m[f"train_acc/{name}"],
+                     "test_acc": m[f"test_acc/{name}"]} for m in metrics if f"test_acc/{name}" in m])
+    return out
+
+
 class Run:
     """A run of a pack. `finished` holds the summary of a run that needs no training.
 
@@ -90,6 +101,7 @@ class Run:
     def __init__(self, cfg: DictConfig, run_dir, device: torch.device, dtype: torch.dtype,
                  files: dict[str, str] | None = None):
         self.cfg, self.task = cfg, validate(cfg)
+        self.init = init_.check_init(cfg, self.task)  # weights taken from another run, frozen ones
         self.dir = Path(run_dir)
         self._log = {"run": str(self.dir)}  # routes this run's log lines to its own launch.log
         self.budget = cfg.train.steps
@@ -181,7 +193,13 @@ class Run:
         model = build_model(self.cfg, self.task)
         if self.ck:
             model.load_state_dict(self.ck["model"])
+        else:
+            init_.apply(model, self.init)
         return model
+
+    def frozen(self) -> list[str]:
+        """Parameters that never change (init.freeze)."""
+        return self.init["freeze"] if self.init else []
 
     def begin(self) -> None:
         """Write the config, drop metrics logged after the checkpoint by a killed run, open W&B."""
@@ -196,6 +214,12 @@ class Run:
         self.record.write_config(self.cfg)
         self.record.rewrite_metrics(self.metrics)
         self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id, self.task)
+        if self.init and self.wandb.run is not None:  # the source's path and verdict, beside init.*
+            try:
+                self.wandb.run.config.update({"init_source": init_.record(self.cfg, self.init)},
+                                             allow_val_change=True)
+            except Exception as e:  # noqa: BLE001 - W&B must never cost the local record
+                log.warning("W&B config update failed: %s", e, extra=self._log)
         self.t0 = time.perf_counter()
 
     # -- evaluation and the stop policy -------------------------------------------------------
@@ -213,10 +237,12 @@ class Run:
         mc, tc = self.cfg.measures, self.cfg.train
         n_evals, last = len(self.metrics), self.step == self.budget
         full = bool(mc.full_every) and n_evals % mc.full_every == 0
+        row.update(self.task.scores(model, self.data))  # per group (a mixture's ops), if any
         if full or (mc.every and n_evals % mc.every == 0):
             row.update(self.measures(model, full))
-        self.early_stopped = tc.early_stop_after is not None and settled(
-            [*self.metrics, row], self.cfg.grok.threshold, tc.early_stop_after)
+        self.early_stopped = tc.early_stop_after is not None and all(
+            settled(rows, self.cfg.grok.threshold, tc.early_stop_after)
+            for rows in group_curves([*self.metrics, row], self.task.groups))
         if (last or self.early_stopped) and mc.full_every and not full:
             # The full set at a run's end too. A run continued to a longer budget drops these
             # keys again (`end_only`): a longer run would not have measured them here.
@@ -279,7 +305,17 @@ class Run:
             "optimizer": cfg.optimizer.name, "n_train": self.data.n_train,
             "n_test": len(self.data.test[1]), **self.task.stats(self.data), "n_params": n_params,
             "resumed_from": resumed_from, "sweep_id": str(cfg.sweep_id),
+            **init_.record(cfg, self.init), **self._per_group(m),
         }
+
+    def _per_group(self, m: list[dict]) -> dict:
+        """A mixture's verdict per op (`per_op`) and whether every op grokked."""
+        if not self.task.groups:
+            return {}
+        g = self.cfg.grok
+        per = {name: verdict(rows, g.threshold, g.delay_ratio)
+               for name, rows in zip(self.task.groups, group_curves(m, self.task.groups)[1:])}
+        return {"per_op": per, "all_grokked": all(v["verdict"] == GROKKED for v in per.values())}
 
     def finish(self, model, opt_state: dict, padded: tuple[int, int]) -> dict:
         """Summary, final checkpoint (which also makes re-running a finished job a no-op), W&B."""

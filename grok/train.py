@@ -45,7 +45,9 @@ def shape_key(cfg: DictConfig) -> tuple:
     model = tuple((k, v) for k, v in OmegaConf.to_container(cfg.model).items() if k != "name")
     infinite = not task.finite and cfg.task.get("n_train") is None
     data = ("infinite", cfg.task.batch) if infinite else ("finite",)
-    return (type(task).__name__, task.shape(), data, model, cfg.optimizer.name, t.device, t.dtype)
+    frozen = tuple(sorted(map(str, cfg.init.freeze or ()))) if "init" in cfg else ()  # no gradient
+    return (type(task).__name__, task.shape(), data, model, cfg.optimizer.name, t.device, t.dtype,
+            *((("frozen", frozen),) if frozen else ()))
 
 
 def pack_key(cfg: DictConfig) -> tuple:
@@ -74,7 +76,8 @@ class Pack:
         self.positions = runs[0].task.positions
         models = [r.init_model() for r in runs]
         self.model = type(models[0]).stack(models).to(device, dtype)
-        self.opt = make_optimizer([r.cfg for r in runs], dict(self.model.named_parameters()))
+        self.frozen = set(runs[0].frozen())  # the same in every run of a pack (its shape key)
+        self.opt = make_optimizer([r.cfg for r in runs], self.trainable())
         for i, r in enumerate(runs):
             if r.ck:
                 self.opt.load_run_state(i, r.ck["optimizer"])
@@ -101,10 +104,18 @@ class Pack:
         self.runs = [self.runs[i] for i in keep]
         self.members = [self.members[i] for i in keep]
         self.model = self.model.select(idx)
-        self.opt = self.opt.select(idx, dict(self.model.named_parameters()))
+        self.opt = self.opt.select(idx, self.trainable())
         self.test = self.test.select(idx)
         if not self.infinite:
             self.train = self.train.select(idx)
+
+    def trainable(self) -> dict:
+        """The parameters the optimizer updates; frozen ones (init.freeze) get no gradient and no
+        weight decay, so they end bit-identical to how they started."""
+        params = dict(self.model.named_parameters())
+        for name in self.frozen:
+            params.pop(name).requires_grad_(False)
+        return params
 
     def save(self, i: int, done: bool = False) -> None:
         self.runs[i].save(self.model.run(i), self.opt.run_state(i), self.padded(), done=done)
