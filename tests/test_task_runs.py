@@ -77,6 +77,22 @@ def test_digits_add_on_infinite_data_has_a_phase_change_per_digit(tmp_path):
     assert abs(rows[-1]["train_loss"] - rows[-1]["test_loss"]) < 0.5 * rows[-1]["test_loss"] + 0.05
 
 
+def test_digits_add_on_700_examples_memorises_then_generalises(tmp_path):
+    """Seed 000: 5-digit addition on ~700 examples with weight decay memorises first and
+    generalises later. Measured (seed 0, the preset's model): train acc 1.0 at step 300 with
+    test acc ~0.3, then every sum digit >= 0.95 and whole sums ~0.85 by step 1200-1600. Whole-sum
+    accuracy did not reach 0.95 in 5000 steps here (0.86; 3-digit sums: 0.905), see docs/tasks.md."""
+    s, rows = train(tmp_path, "experiment=digits_add", "train.steps=1400",
+                    "train.early_stop_after=null")
+    assert s["n_train"] == 700
+    memorised = next(r for r in rows if r["train_acc"] >= 0.99)  # StopIteration: never memorised
+    assert memorised["test_acc"] < 0.5, memorised
+    last = rows[-1]
+    assert last["test_acc"] >= 0.8, last
+    assert all(last[f"test_acc/digit{i}"] >= 0.94 for i in range(6)), last
+    assert last["test_loss"] < 0.3 * memorised["test_loss"]
+
+
 def test_gcd_overfits_and_learns_the_gcds_made_of_the_bases_primes_first(tmp_path):
     """Seed 004 (base 10, log-uniform operands) saw overfitting and no grokking; Charton's account
     is that a model in base B gets the gcds built from B's primes (1, 2, 4, 5, 8, 10, ..) right
