@@ -1,0 +1,115 @@
+"""Which runs may share a table cell: those whose configs differ in the seed alone.
+
+A cell that says "✓ 2/3" claims three tries of one experiment. Runs that differ in anything else
+(lr, d_model, the step budget, the verdict's threshold, ...) are different experiments, so
+`pools` splits the runs into groups whose configs agree on every key but the seed, the table's
+own axes and the keys that cannot change a run's results (`IGNORED`), and names each group by
+the keys in which the groups differ (`optimizer.lr=0.001`). Each group is its own table.
+
+An axis is any config key or group (`frac`, `op`, `task`, `model`, `optimizer.lr`): a group name
+stands for its `name` and covers every key under it (`task` covers `task.n_digits`). The `op`
+axis of modular runs covers the task group too (`task=add` is a way of saying `op=x+y`; the
+task's own `op` key is a default, not the op trained).
+"""
+
+import hashlib
+import re
+
+import pandas as pd
+
+# Keys that never change what a run computes or how it is judged (where it ran, how it logged,
+# how often it saved, which sweep launched it) and the measures (evaluation only).
+IGNORED = ("sweep_id", "logger", "measures", "train.device", "train.threads", "train.chunk",
+           "train.max_memory_gb", "train.checkpoint_every")
+GROUPS = ("task", "model", "optimizer", "loss", "logger", "measures")  # config groups: `<g>.name`
+SUMMARY_AXES = {"op": "op_pretty", "frac": "frac", "p": "p", "seed": "seed",
+                "task": "task", "model": "model", "optimizer": "optimizer"}
+
+
+class PoolError(ValueError):
+    """A grid that cannot be drawn as asked (an axis no run has); the message says which."""
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in prefixes)
+
+
+def covered(axis: str, modular: bool) -> tuple[str, ...]:
+    """The config keys an axis stands for."""
+    if axis == "op":
+        return ("op", "task") if modular else ("op",)
+    if axis == "task":
+        return ("task", "op")  # other tasks' configs hold an unused op; the axis names the task
+    return (axis,)
+
+
+def axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
+    """Each run's value on `axis`: the summary's column where there is one (op: its pretty
+    form; other tasks: their name), else the flattened config's value (a group: its name)."""
+    if axis == "op":
+        return runs.op_pretty.where(runs.op_pretty.notna(), runs.task)
+    if axis in SUMMARY_AXES and SUMMARY_AXES[axis] in runs:
+        return runs[SUMMARY_AXES[axis]]  # a run whose task has no frac (or p): "(unset)"
+    key = f"{axis}.name" if axis in GROUPS else axis
+    values = runs.config.map(lambda c: c.get(key) if isinstance(c, dict) else None)
+    if values.isna().all():
+        raise PoolError(f"no run has config key {axis!r} (e.g. frac, op, task, model, optimizer.lr)")
+    return values
+
+
+def signature(config, axes, modular: bool, has_frac: bool = True) -> tuple:
+    """What a run shares with the runs it may be pooled with: every config key and value but
+    the seed, the axes and IGNORED; and the keys the run's task does not read (modular runs: the
+    task's `op` default; other tasks: the top-level op and p, and frac unless their summary
+    says they split by it)."""
+    if not isinstance(config, dict):
+        return ()
+    skip = ("seed", *IGNORED, *(k for a in axes for k in covered(a, modular)))
+    skip += ("task.op",) if modular else ("op", "p")
+    if not has_frac:
+        skip += ("frac",)
+    return tuple(sorted((k, repr(v)) for k, v in config.items() if not _under(k, skip)))
+
+
+def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFrame]]:
+    """Runs split into groups that differ in seed and `axes` only: [(label, runs)], the label
+    naming the keys in which this group differs from the others ("" when there is one group)."""
+    if runs.empty:
+        return []
+    from analysis.collate import is_modular
+
+    fracs = runs.frac if "frac" in runs else pd.Series(1.0, index=runs.index)
+    sigs = [signature(c, axes, is_modular(t), pd.notna(f))
+            for c, t, f in zip(runs.config, runs.task, fracs)]
+    keys = pd.Series(sigs, index=runs.index)
+    groups = {s: runs[keys.map(lambda x, s=s: x == s)] for s in dict.fromkeys(sigs)}
+    if len(groups) == 1:
+        return [("", runs)]
+    as_dicts = {s: dict(s) for s in groups}
+    every = set().union(*as_dicts.values())
+    differ = sorted(k for k in every if len({d.get(k) for d in as_dicts.values()}) > 1)
+    # A group whose choice differs (task=digits_add vs task=poly) is named by its name alone.
+    named = {k.rsplit(".", 1)[0] for k in differ if k.endswith(".name") and k.count(".") == 1}
+    differ = [k for k in differ if k.endswith(".name") or not _under(k, named)]
+    out = []
+    for s, part in groups.items():
+        d = as_dicts[s]
+        label = ", ".join(f"{k.removesuffix('.name') if k.count('.') == 1 else k}={_show(d.get(k))}"
+                          for k in differ)
+        out.append((label, part))
+    return sorted(out, key=lambda x: x[0])
+
+
+def _show(value_repr) -> str:
+    if value_repr is None:
+        return "(unset)"
+    return value_repr.strip("'")
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """A file-name-safe form of `text`, ending in a short hash when anything was changed or cut
+    (so two different texts never share a name)."""
+    safe = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text).strip("_")
+    if safe == text and len(text) <= limit:
+        return text
+    return f"{safe[:limit]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
