@@ -38,7 +38,8 @@ def _load(args):
         from analysis.collate import from_wandb
 
         problems = []
-        runs, dirs = from_wandb(args.wandb, group=args.group, problems=problems), [f"wandb:{args.wandb}"]
+        runs = from_wandb(args.wandb, group=args.group, problems=problems)
+        dirs = [f"wandb:{args.wandb}" + (f"/{args.group}" if args.group else "")]
         out = Path(args.out or "outputs/analysis")
     else:
         dirs = _dirs(args)
@@ -53,13 +54,16 @@ def _load(args):
 
 
 def tag(dirs) -> str:
-    """What names this call's table files: the sweep folder(s), made unique by a short hash of
-    their full paths, so a call on another sweep never overwrites them (--out shared or not)."""
-    from analysis.pooling import slug
+    """What names this call's table files: the sweep folder(s) (or W&B project and group), made
+    unique by a short hash of their full paths, so a call on another sweep never overwrites
+    them (--out shared or not)."""
+    def name(d):
+        d = str(d)
+        return d.replace(":", "_").replace("/", "_") if d.startswith("wandb:") else Path(d).name
 
-    names = "+".join(Path(str(d)).name or str(d) for d in dirs)
-    full = "|".join(str(Path(str(d)).resolve()) if not str(d).startswith("wandb:") else str(d) for d in dirs)
-    return f"{slug(names, 40)}-{hashlib.sha1(full.encode()).hexdigest()[:6]}"
+    names = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", "+".join(map(name, dirs)))[:40]
+    full = "|".join(d if str(d).startswith("wandb:") else str(Path(d).resolve()) for d in map(str, dirs))
+    return f"{names}-{hashlib.sha1(full.encode()).hexdigest()[:6]}"
 
 
 def grids(runs, rows: str, cols: str, agg):

@@ -78,9 +78,11 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
         return []
     from analysis.collate import is_modular
 
-    fracs = runs.frac if "frac" in runs else pd.Series(1.0, index=runs.index)
+    def col(name, default):  # frames built by hand (tests, other readers) may lack a column
+        return runs[name] if name in runs else pd.Series([default] * len(runs), index=runs.index)
+
     sigs = [signature(c, axes, is_modular(t), pd.notna(f))
-            for c, t, f in zip(runs.config, runs.task, fracs)]
+            for c, t, f in zip(col("config", {}), col("task", "poly"), col("frac", 1.0))]
     keys = pd.Series(sigs, index=runs.index)
     groups = {s: runs[keys.map(lambda x, s=s: x == s)] for s in dict.fromkeys(sigs)}
     if len(groups) == 1:

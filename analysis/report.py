@@ -110,7 +110,7 @@ def cell_figure(part: pd.DataFrame, metrics: dict, spectra: dict, log_steps: boo
 
 def measures_figure(part: pd.DataFrame, metrics: dict, log_steps: bool) -> str | None:
     """Small multiples: a row per run, a panel per progress measure it recorded (per-position
-    test losses for multi-token tasks)."""
+    test losses for multi-token tasks), with a line naming the panels."""
     runs = [(row, metrics.get(row.run)) for row in part.itertuples()]
     runs = [(row, m) for row, m in runs if m is not None]
     if not runs:
@@ -140,7 +140,9 @@ def measures_figure(part: pd.DataFrame, metrics: dict, log_steps: bool) -> str |
             if name == "per-position test loss" and i == 0:
                 ax.legend(fontsize=5)
     fig.tight_layout()
-    return _png(fig)
+    what = ", ".join(names + ([f"per-position test loss ({', '.join(c.split('/')[-1] for c in pos)})"]
+                              if pos else []))
+    return _png(fig) + f'<p class="note">rows: seeds; panels: {html.escape(what)}</p>'
 
 
 def _anchor(*parts) -> str:

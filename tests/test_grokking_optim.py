@@ -5,9 +5,11 @@ import math
 
 import pytest
 import torch
+from conftest import TINY, assert_same_run, compose_cfg, read_metrics
 
 from grok.losses import stablemax, stablemax_ce
 from grok.optim import PackOptimizer
+from grok.train import run, train_pack
 
 
 def sgd(w, **kw):
@@ -148,3 +150,38 @@ def test_grokfast_state_survives_a_checkpoint_round_trip():
         return w.detach()
 
     assert torch.equal(run(split=3), run(split=99))
+
+
+# -- through the trainer: packs of these runs are their runs alone ------------------------------
+
+BASE = ["logger=none", *TINY, "task=poly", "measures=off", "train.threads=1", "train.steps=30"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("choice", [["optimizer=grokfast_ma", "optimizer.grokfast.window=4"],
+                                    ["optimizer=grokfast_ema", "loss=stablemax"],
+                                    ["optimizer=ortho_adamw", "loss=stablemax"]])
+def test_a_pack_of_transformed_runs_is_each_run_alone_bit_for_bit(tmp_path, choice):
+    cfgs = [compose_cfg([*BASE, *choice, *v]) for v in
+            (["op=x+y", "seed=0"], ["op=x-y", "seed=1", "optimizer.lr=1e-2"], ["op=x2+y2", "seed=2"])]
+    train_pack(cfgs, [tmp_path / f"pack{i}" for i in range(3)])
+    for i, c in enumerate(cfgs):
+        run(c, tmp_path / f"alone{i}")
+        assert_same_run(tmp_path / f"alone{i}", tmp_path / f"pack{i}")
+
+
+def test_runs_with_another_loss_or_filter_window_never_share_a_pack(tmp_path):
+    cfg = compose_cfg([*BASE, "optimizer=grokfast_ma"])
+    for other in (["optimizer=grokfast_ma", "optimizer.grokfast.window=7"],
+                  ["optimizer=grokfast_ma", "loss=stablemax"], ["optimizer=adamw"]):
+        with pytest.raises(ValueError, match="must share"):
+            train_pack([cfg, compose_cfg([*BASE, *other])], [tmp_path / "x", tmp_path / "y"])
+
+
+def test_stablemax_changes_what_a_run_trains_on(tmp_path):
+    a = run(compose_cfg(BASE), tmp_path / "ce")
+    b = run(compose_cfg([*BASE, "loss=stablemax"]), tmp_path / "sm")
+    assert a["final_train_loss"] != b["final_train_loss"]
+    rows = read_metrics(tmp_path / "sm")
+    assert rows[0]["step"] == 0 and math.isfinite(rows[-1]["test_loss"])
