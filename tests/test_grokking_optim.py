@@ -185,3 +185,34 @@ def test_stablemax_changes_what_a_run_trains_on(tmp_path):
     assert a["final_train_loss"] != b["final_train_loss"]
     rows = read_metrics(tmp_path / "sm")
     assert rows[0]["step"] == 0 and math.isfinite(rows[-1]["test_loss"])
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer=grokfast_ema", "optimizer.grokfast.alpha=1.0"], r"optimizer.grokfast.alpha=1.0: must be"),
+    (["optimizer=grokfast_ema", "optimizer.grokfast.lamb=-1"], r"optimizer.grokfast.lamb=-1: must be"),
+    (["optimizer=grokfast_ma", "optimizer.grokfast.window=0"], r"optimizer.grokfast.window=0: must be"),
+    (["optimizer=grokfast_ma", "optimizer.grokfast.filter=median"], r"filter='median': unknown"),
+    (["optimizer=grokfast_ema", "optimizer.base=rmsprop"], r"optimizer.base='rmsprop': unknown"),
+    (["optimizer=ortho_adamw", "optimizer.orthogonal=maybe"], r"optimizer.orthogonal='maybe': must be true"),
+    (["loss=stablemax", "loss.name=softmax"], r"loss.name='softmax': unknown"),
+])
+def test_bad_transform_values_are_one_clear_line(overrides, message):
+    from grok.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_cfg(["logger=none", *overrides]))
+
+
+@pytest.mark.parametrize("preset", ["grokfast", "grokfast_ma", "ortho", "stablemax"])
+def test_presets_change_only_their_option_from_the_default_experiment(preset):
+    from omegaconf import OmegaConf
+
+    from grok.config import validate
+
+    base = OmegaConf.to_container(compose_cfg(["experiment=default"]), resolve=False)
+    cfg = compose_cfg([f"experiment={preset}"])
+    validate(cfg)
+    got = OmegaConf.to_container(cfg, resolve=False)
+    assert {k: v for k, v in got.items() if k not in ("optimizer", "loss")} == \
+        {k: v for k, v in base.items() if k not in ("optimizer", "loss")}
+    assert got["optimizer"]["lr"] == base["optimizer"]["lr"]
