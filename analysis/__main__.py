@@ -169,7 +169,7 @@ def cmd_report(args):
     out.mkdir(parents=True, exist_ok=True)
     cols = args.cols or ("frac" if args.rows == "op" else "op")
     try:
-        page = write_report(runs, out / f"report_{tag(dirs)}.html", ", ".join(map(str, dirs)),
+        page = write_report(runs, out / f"report_{tag(dirs)}.html", ", ".join(d.name or str(d) for d in dirs),
                             rows=args.rows, cols=cols, log_steps=args.log_steps, problems=problems)
     except PoolError as e:
         sys.exit(f"error: {e}")

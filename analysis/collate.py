@@ -71,6 +71,8 @@ def _row(summary: dict, config: dict, where: str) -> dict:
     for key in ("task", "model", "optimizer"):
         group = config.get(key)
         row[key] = row[key] or (group.get("name") if isinstance(group, dict) else None)
+    if row["task"] is None and (row["op"] is not None or config.get("op") is not None):
+        row["task"] = "poly"  # a record from before the other tasks: modular, named by its op
     # op, p and frac mean something for modular tasks only (other tasks' configs still hold the
     # defaults, unused); their summaries hold frac where the task splits a finite set by it.
     fallback = ("op", "p", "frac", "seed", "sweep_id") if is_modular(row["task"]) else ("seed", "sweep_id")

@@ -81,8 +81,14 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
     def col(name, default):  # frames built by hand (tests, other readers) may lack a column
         return runs[name] if name in runs else pd.Series([default] * len(runs), index=runs.index)
 
+    def full(c, p, model, opt):  # the summary's p, model and optimizer where a config lacks them
+        known = {"p": p, "model.name": model, "optimizer.name": opt}
+        return {**{k: v for k, v in known.items() if v is not None and not pd.isna(v)},
+                **(c if isinstance(c, dict) else {})}
+
+    configs = map(full, col("config", {}), col("p", None), col("model", None), col("optimizer", None))
     sigs = [signature(c, axes, is_modular(t), pd.notna(f))
-            for c, t, f in zip(col("config", {}), col("task", "poly"), col("frac", 1.0))]
+            for c, t, f in zip(configs, col("task", "poly"), col("frac", 1.0))]
     keys = pd.Series(sigs, index=runs.index)
     groups = {s: runs[keys.map(lambda x, s=s: x == s)] for s in dict.fromkeys(sigs)}
     if len(groups) == 1:

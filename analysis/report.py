@@ -24,10 +24,10 @@ from analysis.plots import MEASURES, BadRecord, _series, heatmap, read_metrics  
 from analysis.tables import LEGEND, cell, grid, grokked_share  # noqa: E402
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
-h2{border-bottom:1px solid #ccc;padding-top:.5em}section.cell{margin:1em 0;padding:.5em;
-border-left:4px solid #ddd}img{max-width:100%}.note{color:#666;font-size:90%}
-table.runs{border-collapse:collapse;font-size:85%}table.runs td,table.runs th{border:1px solid #ccc;
-padding:2px 6px}svg{max-width:100%;height:auto}"""
+h1{font-size:1.4em;overflow-wrap:anywhere}h2{border-bottom:1px solid #ccc;padding-top:.5em}
+section.cell{margin:1em 0;padding:.5em;border-left:4px solid #ddd}img{max-width:100%}
+.note{color:#666;font-size:90%}table.runs{border-collapse:collapse;font-size:85%}
+table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}svg{max-width:100%;height:auto}"""
 MARKS = (("memorisation_step", "tab:gray", "memorised"), ("grok_step", "tab:red", "grokked"))
 
 
@@ -98,7 +98,7 @@ def cell_figure(part: pd.DataFrame, metrics: dict, spectra: dict, log_steps: boo
                 s = have[row.run][name]
                 ax.plot(range(len(s)), s, "o-", ms=2, color=c, lw=1, label=f"seed {row.seed}")
     axes[0].set(xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02),
-                title="test acc (thin: train); -- memorised, : grokked")
+                title="test acc (thin: train); dashed: memorised, dotted: grokked")
     if log_steps:
         axes[0].set_xscale("symlog")
     axes[0].legend(fontsize=7)
@@ -153,7 +153,7 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
                  log_steps: bool = False, problems=()) -> Path:
     """The page for `runs` (analysis.collate.load_runs), pooled as the grid pools them."""
     from analysis.pooling import pools
-    from analysis.tables import _axis
+    from analysis.tables import axis_labels
 
     metrics, notes = {}, []
     for run in runs.run:
@@ -168,13 +168,14 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
     for k, (label, part) in enumerate(pools(runs, axes=(rows, cols))):
         labels, shares = grid(part, rows=rows, cols=cols, agg=cell), grid(part, rows=rows, cols=cols,
                                                                            agg=grokked_share)
-        rl, row_order, _ = _axis(part, rows)
-        cl, col_order, _ = _axis(part, cols)
+        rl, row_order, _ = axis_labels(part, rows)
+        cl, col_order, _ = axis_labels(part, cols)
         urls = {(i, j): f"#{_anchor('cell', k, i, j)}" for i, r in enumerate(row_order)
                 for j, c in enumerate(col_order) if ((rl == r) & (cl == c)).any()}
         body.append(f"<h2>{html.escape(label or 'all runs')}: {len(part)} runs, "
                     f"{part.seed.nunique()} seed(s)</h2>")
-        body.append(_svg(shares, labels, label or title, urls))
+        short = title if len(title) <= 80 else title[:77] + "..."
+        body.append(_svg(shares, labels, label or short, urls))
         for (i, j), url in urls.items():
             r, c = row_order[i], col_order[j]
             members = part[(rl == r) & (cl == c)].sort_values("seed")

@@ -68,7 +68,7 @@ def _label(v) -> str:
     return str(v)
 
 
-def _axis(runs: pd.DataFrame, axis: str):
+def axis_labels(runs: pd.DataFrame, axis: str):
     """(each run's label on the axis, the labels in table order, {label: kind} for the op axis)."""
     values = axis_values(runs, axis)
     labels = values.map(_label)
@@ -94,8 +94,8 @@ def grid(runs: pd.DataFrame, rows: str = "frac", agg=cell, cols: str = "op") -> 
         raise PoolError(f"rows and columns are both {rows!r}; choose two different keys")
     if runs.empty:
         return pd.DataFrame()
-    rl, row_order, row_kinds = _axis(runs, rows)
-    cl, col_order, col_kinds = _axis(runs, cols)
+    rl, row_order, row_kinds = axis_labels(runs, rows)
+    cl, col_order, col_kinds = axis_labels(runs, cols)
     table = runs.groupby([rl.rename("_rows"), cl.rename("_cols")])[list(runs.columns)].apply(agg)
     table = table.unstack("_cols").reindex(index=row_order, columns=col_order)
     for kinds, attr, order, name in ((col_kinds, "columns", col_order, cols),

@@ -323,3 +323,15 @@ def test_chromium_check_sees_a_console_error(tmp_path):
                         "--v=0", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", bad.as_uri()],
                        capture_output=True, text=True, timeout=120)
     assert any(":CONSOLE" in line and "nope" in line for line in r.stderr.splitlines())
+
+
+def test_rows_without_a_config_still_pool_by_their_summary_p_model_and_optimizer():
+    import pandas as pd
+
+    runs = pd.DataFrame([{"task": "poly", "op": "x+y", "op_pretty": "x+y", "p": p, "frac": .3, "seed": s,
+                          "model": "nanda", "optimizer": opt, "verdict": "grokked", "best_test_acc": 1.0}
+                         for p in (23, 29) for s in (0, 1) for opt in ("adamw", "sgd")])
+    parts = dict(pools(runs))
+    assert sorted(parts) == ["optimizer=adamw, p=23", "optimizer=adamw, p=29",
+                             "optimizer=sgd, p=23", "optimizer=sgd, p=29"]
+    assert all(len(part) == 2 for part in parts.values())
