@@ -46,8 +46,15 @@ def shape_key(cfg: DictConfig) -> tuple:
     model = tuple((k, v) for k, v in OmegaConf.to_container(cfg.model).items() if k != "name")
     infinite = not task.finite and cfg.task.get("n_train") is None
     data = ("infinite", cfg.task.batch) if infinite else ("finite",)
-    return (type(task).__name__, task.shape(), data, model, cfg.optimizer.name,
-            cfg.optimizer.get("grokfast", {}).get("window"), loss_name(cfg), t.device, t.dtype)
+    return (type(task).__name__, task.shape(), data, model, optimizer_key(cfg.optimizer),
+            loss_name(cfg), t.device, t.dtype)
+
+
+def optimizer_key(o) -> tuple:
+    """What the runs of a pack share of their optimizer: the kind, the base update and the
+    gradient transforms (their per-run coefficients may differ; the MA window may not)."""
+    gf = o.get("grokfast") or {}
+    return (o.name, o.get("base", o.name), gf.get("filter"), gf.get("window"), o.get("orthogonal", False))
 
 
 def loss_name(cfg: DictConfig) -> str:

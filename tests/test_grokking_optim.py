@@ -171,10 +171,13 @@ def test_a_pack_of_transformed_runs_is_each_run_alone_bit_for_bit(tmp_path, choi
         assert_same_run(tmp_path / f"alone{i}", tmp_path / f"pack{i}")
 
 
-def test_runs_with_another_loss_or_filter_window_never_share_a_pack(tmp_path):
+def test_runs_with_another_loss_base_filter_or_window_never_share_a_pack(tmp_path):
     cfg = compose_cfg([*BASE, "optimizer=grokfast_ma"])
     for other in (["optimizer=grokfast_ma", "optimizer.grokfast.window=7"],
-                  ["optimizer=grokfast_ma", "loss=stablemax"], ["optimizer=adamw"]):
+                  ["optimizer=grokfast_ma", "loss=stablemax"], ["optimizer=adamw"],
+                  ["optimizer=grokfast_ma", "optimizer.base=adam"],
+                  ["optimizer=grokfast_ma", "optimizer.grokfast.filter=ema",
+                   "+optimizer.grokfast.alpha=0.9"]):
         with pytest.raises(ValueError, match="must share"):
             train_pack([cfg, compose_cfg([*BASE, *other])], [tmp_path / "x", tmp_path / "y"])
 
