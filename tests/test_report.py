@@ -180,6 +180,26 @@ def test_other_tasks_are_counted_and_can_be_rows_or_columns(tmp_path, capsys):
         grid(runs, rows="no_such_key", cols="task")
 
 
+def test_plots_of_another_task_are_named_by_its_run_and_draw_per_position_losses(tmp_path, capsys,
+                                                                                 monkeypatch):
+    import matplotlib.figure
+
+    root = tmp_path / "t"
+    other_task(root, "digits_add", 0)
+    labels = []
+    real = matplotlib.figure.Figure.savefig
+
+    def spy(fig, *a, **k):
+        labels.extend(line.get_label() for ax in fig.axes for line in ax.get_lines())
+        return real(fig, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    analysis_main(["plots", str(root), "--out", str(tmp_path / "p")])
+    [png] = (tmp_path / "p").iterdir()
+    assert re.fullmatch(r"run_digits_add_digits_add_0_0\.003_s0-[0-9a-f]{6}\.png", png.name)
+    assert {"loss/digit0", "loss/digit1", "loss/digit2"} <= set(labels)
+
+
 def test_op_axis_names_other_tasks_by_their_task(tmp_path):
     root = tmp_path / "t"
     other_task(root, "gcd", 0)
