@@ -86,11 +86,15 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
         return {**{k: v for k, v in known.items() if v is not None and not pd.isna(v)},
                 **(c if isinstance(c, dict) else {})}
 
-    configs = map(full, col("config", {}), col("p", None), col("model", None), col("optimizer", None))
-    sigs = [signature(c, axes, is_modular(t), pd.notna(f))
-            for c, t, f in zip(configs, col("task", "poly"), col("frac", 1.0))]
+    configs = [full(*x) for x in zip(col("config", {}), col("p", None), col("model", None),
+                                     col("optimizer", None))]
+    modular = [is_modular(t) for t in col("task", "poly")]
+    sigs = [signature(c, axes, m, pd.notna(f)) for c, m, f in zip(configs, modular, col("frac", 1.0))]
+    first = {}  # each group's first run: where its label reads keys its signature leaves out
+    for i, sig in enumerate(sigs):
+        first.setdefault(sig, i)
     keys = pd.Series(sigs, index=runs.index)
-    groups = {s: runs[keys.map(lambda x, s=s: x == s)] for s in dict.fromkeys(sigs)}
+    groups = {s: runs[keys.map(lambda x, s=s: x == s)] for s in first}
     if len(groups) == 1:
         return [("", runs)]
     as_dicts = {s: dict(s) for s in groups}
@@ -101,9 +105,16 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
     differ = [k for k in differ if k.endswith(".name") or not _under(k, named)]
     out = []
     for s, part in groups.items():
-        d = as_dicts[s]
-        label = ", ".join(f"{k.removesuffix('.name') if k.count('.') == 1 else k}={_show(d.get(k))}"
-                          for k in differ)
+        d, i = as_dicts[s], first[s]
+
+        def show(k):
+            if k in d:
+                return _show(d[k])
+            if not modular[i] and k in ("op", "p", "frac"):
+                return "n/a"  # a key this task does not read
+            return _show(repr(configs[i][k]) if k in configs[i] else None)  # an axis here: its value
+
+        label = ", ".join(f"{k.removesuffix('.name') if k.count('.') == 1 else k}={show(k)}" for k in differ)
         out.append((label, part))
     return sorted(out, key=lambda x: x[0])
 
