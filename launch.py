@@ -18,7 +18,22 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-CONF = Path(__file__).resolve().parent / "conf"
+
+def _conf_dir() -> Path:
+    """conf/ beside this file (a checkout or an editable install), else the copy a regular
+    install packages as grok/conf (pyproject.toml)."""
+    here = Path(__file__).resolve().parent / "conf"
+    if here.is_dir():
+        return here
+    from importlib.resources import files
+
+    return Path(str(files("grok") / "conf"))
+
+
+# An absolute path: Hydra reads a relative config_path as a Python package when launch is
+# imported as a module (the grok-launch console script), and there is no package `conf`.
+CONF = _conf_dir()
+HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i")
 log = logging.getLogger("grok")
 
 
@@ -126,7 +141,7 @@ def _same_folder(jobs: list[list[str]]) -> str | None:
     return None
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     from hydra.types import RunMode
 
@@ -153,6 +168,9 @@ def main(cfg: DictConfig) -> dict:
         # The run is complete and on disk: a time-limit warning (SLURM sends it up to a minute
         # early) now has nothing to save, and dying of it would mark a finished job FAILED.
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    if single:  # where to look next
+        print(f"run folder: {run_dir} ({summary.get('verdict')}, best test acc "
+              f"{summary.get('best_test_acc')})")
     return summary
 
 
@@ -179,8 +197,8 @@ def cli() -> None:
     if dry_run:
         argv = [a for a in argv if a != "--dry-run"]
     jobs: list | None = None
-    if not any(a in ("-h", "--help", "--hydra-help", "--info", "-i") or a.startswith(
-            ("--shell-completion", "-sc")) for a in argv):
+    asks = any(a in HELP_FLAGS or a.startswith(("--shell-completion", "-sc")) for a in argv)
+    if not asks:
         jobs = []
         error, n_jobs = preflight(argv, keep=jobs)
         if error:
@@ -189,7 +207,7 @@ def cli() -> None:
         if dry_run:
             print(f"{n_jobs} job(s), every config valid; nothing run")
             return
-    if not any(a.split("=")[0].lstrip("+") == "sweep_id" for a in argv):
+    if not asks and not any(a.split("=")[0].lstrip("+") == "sweep_id" for a in argv):
         # One id for every job of this launch: W&B group and sweep folder name. Microseconds,
         # so two sweeps started in the same second do not share a folder.
         # Beside the other overrides: argparse takes them as one run of positionals.

@@ -7,6 +7,8 @@
     python -m analysis report outputs/sweeps/X             # one self-contained HTML page
     python -m analysis grid --rows task --cols frac         # any config key on either axis
     python -m analysis labels x2+y2 --p 97 --frac 0.3
+    python -m analysis mixtures outputs/sweeps/X       # one column per mixture
+    python -m analysis transfer outputs/sweeps/X outputs/sweeps/Y   # pre-grokked starts vs scratch
     python -m analysis grid --wandb me/grok --group 2026-11-21_14-03-51-627762
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
@@ -191,6 +193,56 @@ def cmd_labels(args):
         print(f"  {k:<22} {v:.6g}" if isinstance(v, float) else f"  {k:<22} {v}")
 
 
+def _records(args):
+    from analysis.records import read_records
+
+    dirs = _dirs(args)
+    records, problems = read_records(*dirs)
+    out = Path(args.out) if args.out else dirs[0] / "analysis"
+    return records, problems, dirs, out
+
+
+def _write_tables(tables, name, legend, dirs, out) -> None:
+    from tabulate import tabulate
+
+    out.mkdir(parents=True, exist_ok=True)
+    for key, table in tables:
+        md = tabulate(table, headers="keys", tablefmt="github")
+        print(f"\n{', '.join(map(str, dirs))}: {key}\n\n{md}")
+        stem = f"{name}_" + "_".join(f"{k}{v}" for k, v in key.items())
+        table.to_csv(out / f"{stem}.csv")
+        (out / f"{stem}.md").write_text(md + "\n")
+    print(f"\n{legend}\nwritten to {out}/")
+
+
+def cmd_mixtures(args):
+    from analysis.mixtures import LEGEND, mixture_runs, mixture_table
+
+    records, problems, dirs, out = _records(args)
+    runs = mixture_runs(records, problems)
+    for line in problems:
+        print(f"skipped {line}", file=sys.stderr)
+    if runs.empty:
+        sys.exit(f"error: no complete mixture runs in {', '.join(map(str, dirs))}")
+    tables = [({"p": p, "model": m}, mixture_table(g)) for (p, m), g in runs.groupby(["p", "model"])]
+    _write_tables(tables, "mixtures", LEGEND, dirs, out)
+
+
+def cmd_transfer(args):
+    from analysis.transfer import LEGEND, SCRATCH, transfer_runs, transfer_table
+
+    records, problems, dirs, out = _records(args)
+    for line in problems:
+        print(f"skipped {line}", file=sys.stderr)
+    runs = transfer_runs(records)
+    if not (runs.module != SCRATCH).any():
+        sys.exit(f"error: no complete runs with init.* (transfer) in {', '.join(map(str, dirs))}")
+    tables = [({"p": p, "model": m, "frac": f}, transfer_table(g))
+              for (p, m, f), g in runs.groupby(["p", "model", "frac"])
+              if (g.module != SCRATCH).any()]
+    _write_tables(tables, "transfer", LEGEND, dirs, out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,6 +270,12 @@ def main(argv=None):
             p.add_argument("--wandb", metavar="ENTITY/PROJECT",
                            help="read synced runs from W&B instead of folders")
             p.add_argument("--group", help="with --wandb: one sweep (W&B group = sweep id)")
+    for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer)):
+        p = sub.add_parser(name)
+        p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
+        p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
+        p.add_argument("--out", help="where to write files (default: <first dir>/analysis)")
+        p.set_defaults(fn=fn)
     p = sub.add_parser("labels")
     p.add_argument("op")
     p.add_argument("--p", type=int, required=True)

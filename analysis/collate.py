@@ -78,6 +78,8 @@ def _row(summary: dict, config: dict, where: str) -> dict:
     fallback = ("op", "p", "frac", "seed", "sweep_id") if is_modular(row["task"]) else ("seed", "sweep_id")
     for key in fallback:
         row[key] = config.get(key) if row[key] is None else row[key]
+    if row["op_pretty"] is None and isinstance(summary.get("mixture"), str):
+        row["op_pretty"] = summary["mixture"]  # a mixture of ops: "{x+y, x*y}" on the op axis
     row["run"] = where
     row["config"] = flatten(config)
     return row

@@ -35,9 +35,9 @@ def _under(key: str, prefixes) -> bool:
 
 
 def covered(axis: str, modular: bool) -> tuple[str, ...]:
-    """The config keys an axis stands for."""
+    """The config keys an axis stands for (a mixture's op axis value is its set of `ops`)."""
     if axis == "op":
-        return ("op", "task") if modular else ("op",)
+        return ("op", "task") if modular else ("op", "ops")
     if axis == "task":
         return ("task", "op")  # other tasks' configs hold an unused op; the axis names the task
     return (axis,)
@@ -57,17 +57,21 @@ def axis_values(runs: pd.DataFrame, axis: str) -> pd.Series:
     return values
 
 
-def signature(config, axes, modular: bool, has_frac: bool = True) -> tuple:
+def unused(modular: bool, has_p: bool = True, has_frac: bool = True) -> tuple[str, ...]:
+    """Config keys a run's task does not read: for modular runs the task's own `op` default; for
+    other tasks the top-level op, and p and frac unless their summary records them (a mixture
+    has p, a finite task frac)."""
+    keys = ("task.op",) if modular else ("op",)
+    return keys + (() if has_p else ("p",)) + (() if has_frac else ("frac",))
+
+
+def signature(config, axes, modular: bool, has_frac: bool = True, has_p: bool = True) -> tuple:
     """What a run shares with the runs it may be pooled with: every config key and value but
-    the seed, the axes and IGNORED; and the keys the run's task does not read (modular runs: the
-    task's `op` default; other tasks: the top-level op and p, and frac unless their summary
-    says they split by it)."""
+    the seed, the axes, IGNORED and the keys its task does not read (`unused`)."""
     if not isinstance(config, dict):
         return ()
-    skip = ("seed", *IGNORED, *(k for a in axes for k in covered(a, modular)))
-    skip += ("task.op",) if modular else ("op", "p")
-    if not has_frac:
-        skip += ("frac",)
+    skip = ("seed", *IGNORED, *(k for a in axes for k in covered(a, modular)),
+            *unused(modular, has_p, has_frac))
     return tuple(sorted((k, repr(v)) for k, v in config.items() if not _under(k, skip)))
 
 
@@ -89,7 +93,8 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
     configs = [full(*x) for x in zip(col("config", {}), col("p", None), col("model", None),
                                      col("optimizer", None))]
     modular = [is_modular(t) for t in col("task", "poly")]
-    sigs = [signature(c, axes, m, pd.notna(f)) for c, m, f in zip(configs, modular, col("frac", 1.0))]
+    has = [(pd.notna(f), pd.notna(p)) for f, p in zip(col("frac", 1.0), col("p", 1))]
+    sigs = [signature(c, axes, m, *h) for c, m, h in zip(configs, modular, has)]
     first = {}  # each group's first run: where its label reads keys its signature leaves out
     for i, sig in enumerate(sigs):
         first.setdefault(sig, i)
@@ -110,7 +115,7 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
         def show(k):
             if k in d:
                 return _show(d[k])
-            if not modular[i] and k in ("op", "p", "frac"):
+            if k in unused(modular[i], has[i][1], has[i][0]):
                 return "n/a"  # a key this task does not read
             return _show(repr(configs[i][k]) if k in configs[i] else None)  # an axis here: its value
 

@@ -26,6 +26,9 @@ def fingerprint(cfg: DictConfig) -> dict:
         for part in parents:
             node = node.get(part, {})
         node.pop(last, None)
+    init = c.get("init")
+    if isinstance(init, dict) and not (init.get("from") or init.get("load") or init.get("freeze")):
+        c.pop("init")  # the seeded init (init=none): the same run as before the init group existed
     return c
 
 

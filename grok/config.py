@@ -17,7 +17,7 @@ from grok.ops import MAX_P, Op, OpError, parse_op
 
 TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
 TASKS = (*TASK_OPS, "poly")
-OTHER_TASKS = ("digits_add", "repeat_subseq", "max_element", "sort", "prime", "gcd")  # grok.tasks
+OTHER_TASKS = ("digits_add", "repeat_subseq", "max_element", "sort", "prime", "gcd", "mixture")  # grok.tasks
 OPTIMIZERS = ("adamw", "adam", "sgd")  # base updates (grok.optim.KINDS)
 TRANSFORMED = ("grokfast_ema", "grokfast_ma", "ortho_adamw")  # gradient transforms on a base
 GROKFAST_FILTERS = ("ema", "ma")
@@ -203,10 +203,10 @@ def _data(cfg, task) -> None:
     _int(cfg, "seed", lo=0)
     if task.finite:
         frac = _num(cfg, "frac", 0.0, 1.0)
-        n = task.size()
-        if not 1 <= n_train_for(frac, n) < n:
-            where = f"pairs at p={task.p}" if hasattr(task, "op") else f"examples of {task.describe()}"
-            raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} {where}")
+        for n in task.part_sizes():  # a mixture splits each op's pairs on their own
+            if not 1 <= n_train_for(frac, n) < n:
+                where = f"pairs at p={task.p}" if hasattr(task, "op") else f"examples of {task.describe()}"
+                raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} {where}")
         return
     n_test = _int(cfg, "task.n_test", lo=1)
     if _select(cfg, "task.n_train") is None:
@@ -295,6 +295,8 @@ def _train(cfg, device_here: bool) -> None:
         _int(cfg, "train.threads", lo=1, hi=MAX_THREADS)
     if _select(cfg, "train.chunk") is not None:
         _int(cfg, "train.chunk", lo=1)
+    if _select(cfg, "train.snapshot_every") is not None:
+        _int(cfg, "train.snapshot_every", lo=1)
     if _select(cfg, "train.max_memory_gb") is not None:
         _num(cfg, "train.max_memory_gb", 0.0, math.inf)
 
@@ -342,6 +344,8 @@ def _logger(cfg) -> None:
         _choice(cfg, "logger.mode", WANDB_MODES)
         _str(cfg, "logger.project")
         _str(cfg, "logger.entity", optional=True)
+        _bool(cfg, "logger.log_plot")
+        _bool(cfg, "logger.log_checkpoint")
 
 
 # -- what a run can afford -------------------------------------------------------------------
@@ -438,6 +442,9 @@ def validate(cfg: DictConfig, device_here: bool = True, reference: DictConfig | 
     _measures(cfg, _select(cfg, "p"))
     _grok(cfg)
     _logger(cfg)
-    if hasattr(task, "op") and _select(cfg, "model.arch") == "transformer":
+    if (hasattr(task, "op") or hasattr(task, "ops")) and _select(cfg, "model.arch") == "transformer":
         _memory(cfg, task.size())  # estimated for modular ops (p x p pairs and grids)
+    from grok.init import check_init  # a source run to start from: exists, complete, fits
+
+    check_init(original, task)
     return task

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from grok.config import LAYOUTS, n_train_for
+from grok.config import LAYOUTS
 from grok.ops import Op
 
 # Furuta et al. give each elementary operation its own token so several ops can share one model;
@@ -19,17 +19,21 @@ def vocab_size(layout: str, p: int) -> int:
     return p + 1 if layout == "nanda" else p + 5
 
 
-def tokens_for(op: Op, layout: str, p: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sequences for pairs (x, y): nanda [x, y, =]; furuta [x, op, y]."""
+def tokens_for(op: Op, layout: str, p: int, x: torch.Tensor, y: torch.Tensor,
+               op_token: int | None = None) -> torch.Tensor:
+    """Sequences for pairs (x, y): nanda [x, y, =]; furuta [x, op, y]. `op_token` (a mixture:
+    each op its own token, see grok.tasks.mixture) replaces `=` in nanda and the op token in
+    furuta."""
     if layout == "nanda":
-        return torch.stack([x, y, torch.full_like(x, p)], dim=1)
+        return torch.stack([x, y, torch.full_like(x, p if op_token is None else op_token)], dim=1)
     if layout == "furuta":
-        op_token = p + FURUTA_OP_TOKENS.get(op.canonical, 0)
+        if op_token is None:
+            op_token = p + FURUTA_OP_TOKENS.get(op.canonical, 0)
         return torch.stack([x, torch.full_like(x, op_token), y], dim=1)
     raise ValueError(f"unknown layout {layout!r} (choose from {', '.join(LAYOUTS)})")
 
 
-def full_grid(op: Op, p: int, layout: str, train_idx: torch.Tensor):
+def full_grid(op: Op, p: int, layout: str, train_idx: torch.Tensor, op_token: int | None = None):
     """Every (x, y) in x-major order, for measures that need the model on the whole input grid
     (even pairs an op has no answer for, e.g. y = 0 in division): tokens, labels (-1 where
     undefined), and which pairs are in the training set (`train_idx`: indices into the pairs
@@ -42,7 +46,7 @@ def full_grid(op: Op, p: int, layout: str, train_idx: torch.Tensor):
     labels[pairs] = pz
     train_mask = torch.zeros(p * p, dtype=torch.bool)
     train_mask[pairs[train_idx]] = True
-    return tokens_for(op, layout, p, x, y), labels, train_mask
+    return tokens_for(op, layout, p, x, y, op_token), labels, train_mask
 
 
 @dataclass
@@ -74,9 +78,7 @@ def make_data(task, cfg) -> Data:
     seed = cfg.seed
     if task.finite:
         tokens, targets = _tensors(task, *task.universe())
-        n = len(tokens)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        tr, te = perm[:n_train_for(cfg.frac, n)].sort().values, perm[n_train_for(cfg.frac, n):].sort().values
+        tr, te = task.split(len(tokens), cfg.frac, seed)
         return Data((tokens[tr], targets[tr]), (tokens[te], targets[te]), seed, cfg.frac, tr)
     n_train, n_test = cfg.task.get("n_train"), cfg.task.n_test
     if n_train is None:

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 # Keys that may change between a checkpoint and its resume without changing the run's results.
 RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
-                     "train.device", "train.chunk", "train.max_memory_gb")
+                     "train.device", "train.chunk", "train.max_memory_gb", "train.snapshot_every")
 LOCK = ".lock"
 DEFAULT_NAME = "default"   # a sweep job without overrides of its own
 _SAFE = re.compile(r"[A-Za-z0-9_.,=+-]+")

@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from grok import checkpoint
+from grok import init as init_
 from grok.config import validate
 from grok.data import make_data
 from grok.folders import FolderLock, RunRefused, remove_leftovers
+from grok.history import drop_snapshots_after, save_snapshot, snapshot_path
 from grok.models import build_model
 from grok.tracking import (
     CHECKPOINT,
@@ -32,7 +34,7 @@ from grok.tracking import (
     jsonable,
     read_summary,
 )
-from grok.verdict import settled, verdict
+from grok.verdict import GROKKED, settled, verdict
 
 log = logging.getLogger("grok.train")
 
@@ -75,6 +77,16 @@ def per_position(logits: torch.Tensor, labels: torch.Tensor,
     return ce.sum(-2) / n, right.sum(-2) / n
 
 
+def group_curves(metrics: list[dict], groups) -> list[list[dict]]:
+    """The whole's eval rows, then each group's as rows with plain train_acc/test_acc keys (what
+    the verdict and the early stop read): a mixture stops once every op has settled."""
+    out = [metrics]
+    for name in groups:
+        out.append([{"step": m["step"], "train_acc": m[f"train_acc/{name}"],
+                     "test_acc": m[f"test_acc/{name}"]} for m in metrics if f"test_acc/{name}" in m])
+    return out
+
+
 class Run:
     """A run of a pack. `finished` holds the summary of a run that needs no training.
 
@@ -89,6 +101,7 @@ class Run:
     def __init__(self, cfg: DictConfig, run_dir, device: torch.device, dtype: torch.dtype,
                  files: dict[str, str] | None = None):
         self.cfg, self.task = cfg, validate(cfg)
+        self.init = init_.check_init(cfg, self.task)  # weights taken from another run, frozen ones
         self.dir = Path(run_dir)
         self._log = {"run": str(self.dir)}  # routes this run's log lines to its own launch.log
         self.budget = cfg.train.steps
@@ -180,16 +193,33 @@ class Run:
         model = build_model(self.cfg, self.task)
         if self.ck:
             model.load_state_dict(self.ck["model"])
+        else:
+            init_.apply(model, self.init)
         return model
+
+    def frozen(self) -> list[str]:
+        """Parameters that never change (init.freeze)."""
+        return self.init["freeze"] if self.init else []
 
     def begin(self) -> None:
         """Write the config, drop metrics logged after the checkpoint by a killed run, open W&B."""
         if self.ck:
             log.info("%s: resuming from step %d", self.dir, self.step, extra=self._log)
         self.record.write_files(self.files)
+        # Snapshots past the checkpoint are a killed run's (written again, identical), and a
+        # finished run continued drops its end-of-run one: a longer run would not have it.
+        n = self.cfg.train.get("snapshot_every")
+        drop_snapshots_after(self.dir, self.step, also_at=bool(
+            self.ck and self.ck["done"] and not (n and self.step % n == 0)))
         self.record.write_config(self.cfg)
         self.record.rewrite_metrics(self.metrics)
-        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id)
+        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id, self.task)
+        if self.init and self.wandb.run is not None:  # the source's path and verdict, beside init.*
+            try:
+                self.wandb.run.config.update({"init_source": init_.record(self.cfg, self.init)},
+                                             allow_val_change=True)
+            except Exception as e:  # noqa: BLE001 - W&B must never cost the local record
+                log.warning("W&B config update failed: %s", e, extra=self._log)
         self.t0 = time.perf_counter()
 
     # -- evaluation and the stop policy -------------------------------------------------------
@@ -207,10 +237,12 @@ class Run:
         mc, tc = self.cfg.measures, self.cfg.train
         n_evals, last = len(self.metrics), self.step == self.budget
         full = bool(mc.full_every) and n_evals % mc.full_every == 0
+        row.update(self.task.scores(model, self.data))  # per group (a mixture's ops), if any
         if full or (mc.every and n_evals % mc.every == 0):
             row.update(self.measures(model, full))
-        self.early_stopped = tc.early_stop_after is not None and settled(
-            [*self.metrics, row], self.cfg.grok.threshold, tc.early_stop_after)
+        self.early_stopped = tc.early_stop_after is not None and all(
+            settled(rows, self.cfg.grok.threshold, tc.early_stop_after)
+            for rows in group_curves([*self.metrics, row], self.task.groups))
         if (last or self.early_stopped) and mc.full_every and not full:
             # The full set at a run's end too. A run continued to a longer budget drops these
             # keys again (`end_only`): a longer run would not have measured them here.
@@ -247,6 +279,14 @@ class Run:
             "padded": list(padded), "fingerprint": checkpoint.fingerprint(self.cfg),
             "end_only": self.end_only, **({"summary": summary} if summary else {})})
 
+    def snapshot_due(self) -> bool:
+        """Keep the weights at this step? Every `train.snapshot_every` steps, step 0 included."""
+        n = self.cfg.train.get("snapshot_every")
+        return bool(n) and self.step % n == 0 and not snapshot_path(self.dir, self.step).exists()
+
+    def snapshot(self, model) -> None:
+        save_snapshot(self.dir, self.step, model)
+
     def wall(self) -> float:
         return self.elapsed + time.perf_counter() - self.t0
 
@@ -265,7 +305,17 @@ class Run:
             "optimizer": cfg.optimizer.name, "n_train": self.data.n_train,
             "n_test": len(self.data.test[1]), **self.task.stats(self.data), "n_params": n_params,
             "resumed_from": resumed_from, "sweep_id": str(cfg.sweep_id),
+            **init_.record(cfg, self.init), **self._per_group(m),
         }
+
+    def _per_group(self, m: list[dict]) -> dict:
+        """A mixture's verdict per op (`per_op`) and whether every op grokked."""
+        if not self.task.groups:
+            return {}
+        g = self.cfg.grok
+        per = {name: verdict(rows, g.threshold, g.delay_ratio)
+               for name, rows in zip(self.task.groups, group_curves(m, self.task.groups)[1:])}
+        return {"per_op": per, "all_grokked": all(v["verdict"] == GROKKED for v in per.values())}
 
     def finish(self, model, opt_state: dict, padded: tuple[int, int]) -> dict:
         """Summary, final checkpoint (which also makes re-running a finished job a no-op), W&B."""
@@ -274,11 +324,13 @@ class Run:
             wall=self.wall(),
             steps_per_s=(self.step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9),
             n_params=sum(w.numel() for w in model.parameters()), resumed_from=self.start_step or None)
+        if self.cfg.train.get("snapshot_every") and not snapshot_path(self.dir, self.step).exists():
+            self.snapshot(model)  # the last snapshot is the final model
         # The checkpoint first: once it says done, a summary.json lost or never written (a kill,
         # a full disk) is rebuilt from it, and a complete summary.json is never overwritten.
         self.save(model, opt_state, padded, done=True, summary=summary)
         self.record.write_summary(summary)
-        self.wandb.finish(summary)
+        self.wandb.finish(summary, self.metrics)
         log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
                  self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],
                  summary["best_test_acc"], summary["wall_time_s"], summary["steps_per_s"], extra=self._log)

@@ -142,39 +142,84 @@ def hydra_files(task_cfg: DictConfig) -> dict[str, str]:
 
 
 class WandbRun:
-    """One W&B run per job; any W&B error is logged and turns W&B off for this run."""
+    """One W&B run per job; any W&B error is logged and turns W&B off for this run. How it
+    looks there (name, tags, metric definitions, histograms, files): grok.wandb_view."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, run_id: str):
-        self.run = None
+    def __init__(self, cfg: DictConfig, run_dir: Path, run_id: str, task=None):
+        self.run, self.cfg, self.dir = None, cfg, Path(run_dir)
         if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
             return
         try:
             import wandb
 
+            from grok import wandb_view as view
+
             self.run = wandb.init(
                 project=cfg.logger.project, entity=cfg.logger.entity, group=str(cfg.sweep_id),
                 job_type="train", dir=str(run_dir), mode=cfg.logger.mode, id=run_id,
-                resume="allow", config=OmegaConf.to_container(cfg, resolve=True),
+                resume="allow", config=view.run_config(cfg),
+                name=view.run_name(cfg, task) if task else None,
+                tags=view.run_tags(cfg, task) if task else None,
                 reinit="create_new",  # the runs of a pack are open at once, one W&B run each
                 settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
             )
+            view.define_metrics(self.run)
+            self._save(self.dir / CONFIG)
         except Exception as e:  # noqa: BLE001 - W&B must never cost the local record
             log.warning("W&B disabled for this run: %s", e)
+            self.run = None
+
+    def _save(self, path: Path) -> None:
+        """A copy of `path` among the run's W&B files (a copy: the W&B run stays whole if the
+        run folder moves before `wandb sync`)."""
+        import shutil
+
+        files = Path(self.run.dir)
+        if path.parent != files:
+            shutil.copyfile(path, files / path.name)
+        self.run.save(str(files / path.name), base_path=str(files), policy="now")
 
     def log(self, row: dict, step: int) -> None:
         if self.run is not None:
             try:
-                self.run.log(row, step=step)
+                from grok.wandb_view import wandb_row
+
+                self.run.log(wandb_row(row), step=step)
             except Exception as e:  # noqa: BLE001
                 log.warning("W&B logging failed, disabling it: %s", e)
                 self.run = None
 
-    def finish(self, summary: dict | None = None) -> None:
+    def finish(self, summary: dict | None = None, rows: list[dict] | None = None) -> None:
+        """Summary and verdict tag, the run's summary.json (and with `rows` the final plot) as
+        files, the checkpoint as an artifact if `logger.log_checkpoint`."""
         if self.run is None:
             return
         try:
+            from grok import wandb_view as view
+
             if summary:
-                self.run.summary.update({k: v for k, v in summary.items() if v is not None})
+                # grok and memorisation steps stay even when null: "never reached" is a result
+                self.run.summary.update({k: v for k, v in summary.items() if v is not None or k in (
+                    "grok_step", "memorisation_step")})
+                if summary.get("verdict"):
+                    from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
+
+                    old = [t for t in self.run.tags if t not in (GROKKED, NO_DELAY, NOT_GENERALISED)]
+                    self.run.tags = (*old, summary["verdict"])
+            if (self.dir / SUMMARY).exists():
+                self._save(self.dir / SUMMARY)
+            if rows and summary and self.cfg.logger.get("log_plot", True):
+                plot = Path(self.run.dir) / "curves.png"
+                view.final_plot(rows, summary, plot)
+                self._save(plot)
+            if self.cfg.logger.get("log_checkpoint") and (self.dir / CHECKPOINT).exists():
+                import wandb
+
+                art = wandb.Artifact(f"checkpoint-{self.run.id}", type="model", metadata={
+                    k: summary.get(k) for k in ("verdict", "steps", "grok_step", "best_test_acc")
+                } if summary else None)
+                art.add_file(str(self.dir / CHECKPOINT), name=CHECKPOINT)
+                self.run.log_artifact(art)
             self.run.finish()
         except Exception as e:  # noqa: BLE001
             log.warning("W&B finish failed: %s", e)

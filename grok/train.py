@@ -46,8 +46,9 @@ def shape_key(cfg: DictConfig) -> tuple:
     model = tuple((k, v) for k, v in OmegaConf.to_container(cfg.model).items() if k != "name")
     infinite = not task.finite and cfg.task.get("n_train") is None
     data = ("infinite", cfg.task.batch) if infinite else ("finite",)
+    frozen = tuple(sorted(map(str, cfg.init.freeze or ()))) if "init" in cfg else ()  # no gradient
     return (type(task).__name__, task.shape(), data, model, optimizer_key(cfg.optimizer),
-            loss_name(cfg), t.device, t.dtype)
+            loss_name(cfg), t.device, t.dtype, *((("frozen", frozen),) if frozen else ()))
 
 
 def optimizer_key(o) -> tuple:
@@ -96,7 +97,8 @@ class Pack:
         self.positions = runs[0].task.positions
         models = [r.init_model() for r in runs]
         self.model = type(models[0]).stack(models).to(device, dtype)
-        self.opt = make_optimizer([r.cfg for r in runs], dict(self.model.named_parameters()))
+        self.frozen = set(runs[0].frozen())  # the same in every run of a pack (its shape key)
+        self.opt = make_optimizer([r.cfg for r in runs], self.trainable())
         self.loss = make_loss(runs[0].cfg)
         for i, r in enumerate(runs):
             if r.ck:
@@ -124,13 +126,25 @@ class Pack:
         self.runs = [self.runs[i] for i in keep]
         self.members = [self.members[i] for i in keep]
         self.model = self.model.select(idx)
-        self.opt = self.opt.select(idx, dict(self.model.named_parameters()))
+        self.opt = self.opt.select(idx, self.trainable())
         self.test = self.test.select(idx)
         if not self.infinite:
             self.train = self.train.select(idx)
 
+    def trainable(self) -> dict:
+        """The parameters the optimizer updates; frozen ones (init.freeze) get no gradient and no
+        weight decay, so they end bit-identical to how they started."""
+        params = dict(self.model.named_parameters())
+        for name in self.frozen:
+            params.pop(name).requires_grad_(False)
+        return params
+
     def save(self, i: int, done: bool = False) -> None:
         self.runs[i].save(self.model.run(i), self.opt.run_state(i), self.padded(), done=done)
+
+    def snapshot(self, i: int) -> None:
+        if self.runs[i].snapshot_due():
+            self.runs[i].snapshot(self.model.run(i))
 
     def padded(self) -> tuple[int, int]:
         train = self.members[0].cfg.task.batch if self.infinite else self.train.targets.shape[1]
@@ -286,8 +300,9 @@ def _train_pack(cfgs, run_dirs, files) -> list:
 
 def train_runs(runs: list[Run], device, dtype) -> None:
     pack = Pack(runs, device, dtype)
-    for r in runs:
+    for i, r in enumerate(runs):
         r.begin()
+        pack.snapshot(i)  # step 0 (or the checkpoint's step), if snapshots are kept there
     R, cfg = len(runs), runs[0].cfg
     log.info("pack of %d run(s): %s, %s model (%d params each), %s, %s on %s", R,
              "; ".join(sorted({r.task.describe() for r in runs})), cfg.model.name,
@@ -323,6 +338,7 @@ def train_runs(runs: list[Run], device, dtype) -> None:
             for i in alive:
                 r = pack.runs[i]
                 r.step += 1
+                pack.snapshot(i)
                 if r.step % r.cfg.train.checkpoint_every == 0:
                     pack.save(i)
             # Stopped runs took one more (discarded) update above; once they are half of the

@@ -114,13 +114,16 @@ def _apply_config(config: dict, record) -> None:
 
 
 def read_run(path) -> dict:
-    """Identity, config, per-step history and summary of one run, as plain Python values.
+    """Identity (id, group, project, name, tags), config, per-step history, summary, metric
+    definitions (`metrics`: name or glob -> {"step_metric", "summary": [...]}), saved files and
+    logged artifacts (name, type, the files in them) of one run, as plain Python values.
 
     History and summary keys are the logged keys with nested dicts joined by "/" (so
     log({"a": {"b": 1}}) and log({"a/b": 1}) read the same). wandb-core already merges the
     log() calls of one step into one history record; rows sharing a step are merged anyway.
     """
-    run = {"run_id": "", "group": "", "project": "", "config": {}, "history": [], "summary": {}}
+    run = {"run_id": "", "group": "", "project": "", "name": "", "tags": [], "config": {},
+           "history": [], "summary": {}, "metrics": {}, "files": [], "artifacts": []}
     rows: dict[int, dict] = {}
     for record in read_records(path):
         kind = record.WhichOneof("record_type")
@@ -128,6 +131,8 @@ def read_run(path) -> dict:
             run["run_id"] = record.run.run_id or run["run_id"]
             run["group"] = record.run.run_group or run["group"]
             run["project"] = record.run.project or run["project"]
+            run["name"] = record.run.display_name or run["name"]
+            run["tags"] = list(record.run.tags)  # the latest run record has the current tags
             _apply_config(run["config"], record.run.config)
         elif kind == "config":
             _apply_config(run["config"], record.config)
@@ -144,5 +149,16 @@ def read_run(path) -> dict:
                     run["summary"]["/".join(_path(item))] = json.loads(item.value_json)
             for item in record.summary.remove:
                 run["summary"].pop("/".join(_path(item)), None)
+        elif kind == "metric":
+            m = record.metric
+            summary = [op for op in ("min", "max", "mean", "last", "first", "none")
+                       if getattr(m.summary, op, False)]
+            run["metrics"][m.name or m.glob_name] = {"step_metric": m.step_metric, "summary": summary}
+        elif kind == "files":
+            run["files"] += [f.path for f in record.files.files if f.path not in run["files"]]
+        elif kind == "artifact":
+            a = record.artifact
+            run["artifacts"].append({"name": a.name, "type": a.type,
+                                     "files": [c.path for c in a.manifest.contents]})
     run["history"] = [rows[step] for step in sorted(rows)]
     return run

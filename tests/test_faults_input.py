@@ -56,7 +56,23 @@ if not torch.cuda.is_available():
     REFUSED.append((["train.device=cuda"], "train.device='cuda'"))    # already refused
 
 
+# One case per kind of check goes through a real `launch.py --dry-run` (a subprocess, ~3 s each);
+# every case is checked in process by the same preflight the launcher runs.
+THROUGH_CLI = {0, 5, 6, 11, 16, 23}
+
+
 @pytest.mark.parametrize("args,named", REFUSED, ids=[" ".join(a)[:60] for a, _ in REFUSED])
+def test_refused_up_front_in_one_line(args, named):
+    from launch import preflight
+
+    start = time.perf_counter()
+    error, _ = preflight(list(args))
+    assert error is not None and named in error and "\n" not in error, (args, error)
+    assert time.perf_counter() - start < 30  # a hang (trial division, a huge table) fails here
+
+
+@pytest.mark.parametrize("args,named", [REFUSED[i] for i in sorted(THROUGH_CLI)],
+                         ids=[" ".join(REFUSED[i][0])[:60] for i in sorted(THROUGH_CLI)])
 def test_refused_up_front_one_line_exit_2_nothing_written(tmp_path, args, named):
     r = launch(["--dry-run", *args], cwd=tmp_path, timeout=60)
     lines = r.stderr.strip().splitlines()

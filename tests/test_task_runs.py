@@ -75,3 +75,18 @@ def test_digits_add_on_infinite_data_has_a_phase_change_per_digit(tmp_path):
     assert len(set(drops)) >= 3 and max(drops) - min(drops) >= 150, drops
     # and the train loss is a loss on unseen data: it tracks the test loss
     assert abs(rows[-1]["train_loss"] - rows[-1]["test_loss"]) < 0.5 * rows[-1]["test_loss"] + 0.05
+
+
+def test_gcd_overfits_and_learns_the_gcds_made_of_the_bases_primes_first(tmp_path):
+    """Seed 004 (base 10, log-uniform operands) saw overfitting and no grokking; Charton's account
+    is that a model in base B gets the gcds built from B's primes (1, 2, 4, 5, 8, 10, ..) right
+    first. Here too: train set memorised, test accuracy far from 1, and the gcds made of 2s and 5s
+    far better predicted than the others (7, 9, 3, ..)."""
+    s, rows = train(tmp_path, "experiment=gcd", "train.steps=600", "train.early_stop_after=null")
+    last = rows[-1]
+    assert s["final_train_acc"] >= 0.99 and s["final_test_acc"] < 0.95
+    assert s["verdict"] == "did not generalise"
+    assert last["acc_gcd_smooth"] > last["acc_gcd_other"] + 0.3, last
+    assert last["acc_by_gcd/2"] > last["acc_by_gcd/7"] + 0.5, last
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert 0.4 < on_disk["gcd1_frac_test"] < 0.9 and on_disk["task"] == "gcd"

@@ -11,6 +11,7 @@ from conftest import compose_cfg
 
 from grok.config import ConfigError, validate
 from grok.data import batch_at, make_data
+from grok.tasks import build_task
 
 SEQUENCE_TASKS = ["digits_add", "repeat_subseq", "max_element", "sort", "gcd"]
 
@@ -114,6 +115,34 @@ def test_gcd_is_exact(sampling):
         small += a < 32
     # log-uniform puts about half the operands below sqrt(n_max); uniform about 3%
     assert (small > 100) == (sampling == "log_uniform")
+
+
+def test_gcd_measures_accuracy_by_gcd_and_by_the_bases_primes():
+    """A stand-in model that answers gcd 1 everywhere: right exactly on coprime pairs, so its
+    accuracy by gcd is 1 for g = 1 and 0 elsewhere, and the coprime share is its baseline."""
+    cfg = compose_cfg(["experiment=gcd", "task.n_train=400", "task.n_test=2000"])
+    task = build_task(cfg)
+    data = make_data(task, cfg)
+    probe = task.probe(data, "cpu")
+    g = probe[2]
+    assert all(math.gcd(number(t[:task.w]), number(t[task.w + 1:2 * task.w + 1])) == v
+               for t, v in zip(data.test[0][:200].tolist(), g[:200]))
+    smooth = {v for v in range(1, 100) if set(sympy.primefactors(v)) <= {2, 5}}  # 1, 2, 4, 5, 8, 10, ..
+    assert task.smooth(np.arange(1, 100)).tolist() == [v in smooth for v in range(1, 100)]
+
+    class AnswersOne(torch.nn.Module):
+        def logits_at(self, tokens, at):
+            out = torch.zeros(len(tokens), len(at), task.n_out)  # a single model: (B, K, C)
+            out[..., :-1, 0] = 1  # leading zeros
+            out[..., -1, 1] = 1   # last digit 1
+            return out
+
+    m = task.measures(AnswersOne(), probe, True, cfg.measures)
+    assert m["acc_by_gcd/1"] == 1.0 and m["acc_by_gcd/2"] == 0.0 and m["acc_by_gcd/3"] == 0.0
+    assert m["acc_gcd_other"] == 0.0 and 0 < m["acc_gcd_smooth"] < 1  # gcd 1 is smooth
+    stats = task.stats(data)
+    assert stats["gcd1_frac_test"] == pytest.approx((g == 1).mean(), abs=0.05)
+    assert 0.3 < stats["gcd1_frac_train"] < 0.9
 
 
 @pytest.mark.parametrize("name", SEQUENCE_TASKS)

@@ -66,6 +66,10 @@ class DigitsAdd(Task):
         return answer_after(seq, 2 * self.n + 2)
 
 
+def is_prime(n: int) -> bool:
+    return n >= 2 and all(n % k for k in range(2, int(n ** 0.5) + 1))
+
+
 def primes_below(n: int) -> np.ndarray:
     """Boolean (n,) sieve of Eratosthenes: is_prime[k]."""
     is_prime = np.ones(max(n, 2), dtype=bool)
@@ -144,6 +148,53 @@ class GCD(Task):
         if self.sampling == "uniform":
             return rng.integers(1, self.N, n)
         return np.clip(np.exp(rng.uniform(0, np.log(self.N), n)).astype(np.int64), 1, self.N - 1)
+
+    def gcd_of(self, targets) -> np.ndarray:
+        """gcd values (N,) from targets (N, w): the answer digits, most significant first."""
+        y = np.asarray(targets, dtype=np.int64)
+        return y @ (self.base ** np.arange(self.w - 1, -1, -1, dtype=np.int64))
+
+    def smooth(self, g: np.ndarray) -> np.ndarray:
+        """Which g have only prime factors of the base (Charton: the gcds a model in base B
+        learns first are products of the primes dividing B)."""
+        g = g.copy()
+        for q in (q for q in range(2, self.base + 1) if self.base % q == 0 and is_prime(q)):
+            while (hit := g % q == 0).any():  # g >= 1: operands are >= 1
+                g[hit] //= q
+        return g == 1
+
+    def stats(self, data) -> dict:
+        """Share of coprime pairs (gcd 1: what a model that always answers 1 scores)."""
+        out = {"gcd1_frac_test": float((self.gcd_of(data.test[1]) == 1).mean())}
+        if data.train is not None:
+            out["gcd1_frac_train"] = float((self.gcd_of(data.train[1]) == 1).mean())
+        return out
+
+    def probe(self, data, device):
+        tokens, targets = data.test[0][:2048], data.test[1][:2048]
+        return tokens.to(device), targets.to(device), self.gcd_of(targets.cpu())
+
+    def measures(self, model, probe, full, mc) -> dict:
+        """Weight norms, and test accuracy by gcd: `acc_by_gcd/<g>` for g = 1..10 (when the probe
+        has at least 10 of them), and over gcds made of the base's primes or not
+        (`acc_gcd_smooth`, `acc_gcd_other`)."""
+        import torch
+
+        from grok.measures import weight_sq
+
+        tokens, targets, g = probe
+        with torch.no_grad():
+            pred = model.logits_at(tokens, self.positions).argmax(-1)  # (B, K): a single model
+        right = (pred == targets).all(-1).cpu().numpy()
+        out = weight_sq(model)
+        for v in range(1, 11):
+            if (g == v).sum() >= 10:
+                out[f"acc_by_gcd/{v}"] = float(right[g == v].mean())
+        smooth = self.smooth(g)
+        for key, mask in (("acc_gcd_smooth", smooth), ("acc_gcd_other", ~smooth)):
+            if mask.any():
+                out[key] = float(right[mask].mean())
+        return out
 
     def sample(self, n, rng):
         a, b = self._operands(n, rng), self._operands(n, rng)

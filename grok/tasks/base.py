@@ -50,6 +50,28 @@ class Task:
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def split(self, n: int, frac: float, seed: int):
+        """Train and test indices (sorted) into the universe of n examples: a shuffle that depends
+        only on the seed (the split modular runs have always had)."""
+        import torch
+
+        from grok.config import n_train_for
+
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        k = n_train_for(frac, n)
+        return perm[:k].sort().values, perm[k:].sort().values
+
+    def part_sizes(self) -> list[int]:
+        """Sizes of the parts `frac` splits one by one (a mixture: each op's pairs)."""
+        return [self.size()]
+
+    # -- example groups with their own metrics and verdict (a mixture's ops) ---------------------
+    groups: tuple = ()  # names; metrics `<name>/<group>` (test_acc/x+y) and a verdict each
+
+    def scores(self, model, data) -> dict:
+        """Per-group train/test loss and accuracy of `model` (a single run's) at an eval."""
+        return {}
+
     def shape(self) -> tuple:
         """What runs of one pack must share (tensor shapes of examples and model)."""
         return (self.vocab, self.n_out, self.n_ctx, tuple(self.positions))

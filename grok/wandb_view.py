@@ -1,0 +1,108 @@
+"""How a run looks in W&B: a name from what makes it (`x^2+y^2 p97 f0.3 s1`), tags to filter by
+(task, op kind, model, optimizer, and the verdict once known), every metric charted against
+`step`, summaries that keep the best values, and list-valued measures as histograms W&B can draw.
+
+The local record (metrics.jsonl) keeps every list exactly; W&B gets the same keys at the same
+steps, with lists as `wandb.Histogram`:
+- `fourier_norms_*` (one norm per Fourier basis vector: constant, cos 1, sin 1, cos 2, ...) as a
+  bar per basis vector, so W&B's histogram panel shows the spectrum over training;
+- any other list of numbers (`neuron_freq`: each MLP neuron's frequency; `neuron_freq_var_frac`,
+  `key_freqs`) as the histogram of its values, integer values one bin each.
+"""
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+# The summary W&B keeps of these, besides the last value.
+SUMMARIES = {"test_acc": "max,last", "train_acc": "max,last", "test_loss": "min,last",
+             "train_loss": "min,last"}
+MAX_BINS = 512  # wandb.Histogram's limit
+
+
+def run_name(cfg: DictConfig, task) -> str:
+    """What makes the run, short: op and p for modular tasks (else the task), frac, seed."""
+    rec = task.record()
+    head = f"{rec['op']} p{rec['p']}" if "op" in rec and "p" in rec else task.name
+    return " ".join([head, *([f"f{cfg.frac}"] if task.finite else []), f"s{cfg.seed}"])
+
+
+def op_kind(task) -> str | None:
+    """The op's group in the summary table (analysis.opstats), for modular tasks."""
+    op = task.record().get("op")
+    if op is None:
+        return None
+    try:
+        from analysis.opstats import op_kind as kind
+
+        return kind(op)
+    except Exception:  # noqa: BLE001 - a tag is not worth failing a run for
+        return None
+
+
+def run_tags(cfg: DictConfig, task) -> list[str]:
+    tags = [cfg.task.name, op_kind(task), f"model:{cfg.model.name}", f"opt:{cfg.optimizer.name}"]
+    return [t[:64] for t in dict.fromkeys(tags) if t]  # W&B: at most 64 characters a tag
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved config as trained: `task.op` is the op the run learned (the top-level `op`),
+    not the task's default, which an `op=` override leaves behind."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if "op" in c and isinstance(c.get("task"), dict) and "op" in c["task"]:
+        c["task"]["op"] = c["op"]
+    return c
+
+
+def define_metrics(run) -> None:
+    run.define_metric("step")
+    run.define_metric("*", step_metric="step")
+    for key, summary in SUMMARIES.items():
+        run.define_metric(key, step_metric="step", summary=summary)
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and x is not None and np.isfinite(x)
+        for x in v)
+
+
+def histogram(key: str, values: list):
+    import wandb
+
+    if key.startswith("fourier_norms") and len(values) <= MAX_BINS:
+        return wandb.Histogram(np_histogram=(values, list(range(len(values) + 1))))
+    if all(isinstance(x, int) for x in values) and max(values) - min(values) < MAX_BINS:
+        edges = np.arange(min(values), max(values) + 2) - 0.5
+        counts, edges = np.histogram(values, bins=edges)
+        return wandb.Histogram(np_histogram=(counts.tolist(), edges.tolist()))
+    return wandb.Histogram(values)
+
+
+def wandb_row(row: dict) -> dict:
+    """An eval row as W&B gets it: lists of numbers as histograms, the rest as it is."""
+    return {k: histogram(k, v) if _numbers(v) else v for k, v in row.items()}
+
+
+def final_plot(rows: list[dict], summary: dict, path) -> None:
+    """Train and test accuracy and loss against the step (linear axis), memorisation and grok
+    steps marked: the run at a glance, for W&B's files tab."""
+    from matplotlib.figure import Figure  # no pyplot: no backend, no global state, faster
+
+    steps = [r["step"] for r in rows]
+    fig = Figure(figsize=(9, 3.2))
+    acc, loss = fig.subplots(1, 2)
+    for split in ("train", "test"):
+        acc.plot(steps, [r[f"{split}_acc"] for r in rows], label=split)
+        loss.plot(steps, [r[f"{split}_loss"] for r in rows], label=split)
+    for ax in (acc, loss):
+        for key, style in (("memorisation_step", ":"), ("grok_step", "--")):
+            if summary.get(key) is not None:
+                ax.axvline(summary[key], color="grey", linestyle=style, label=key.replace("_", " "))
+        ax.set_xlabel("step")
+    acc.set_ylabel("accuracy")
+    loss.set_ylabel("loss")
+    loss.set_yscale("log")
+    acc.legend(fontsize=7)
+    fig.suptitle(f"{summary.get('verdict', '')}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
