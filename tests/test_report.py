@@ -355,3 +355,24 @@ def test_rows_without_a_config_still_pool_by_their_summary_p_model_and_optimizer
     assert sorted(parts) == ["optimizer=adamw, p=23", "optimizer=adamw, p=29",
                              "optimizer=sgd, p=23", "optimizer=sgd, p=29"]
     assert all(len(part) == 2 for part in parts.values())
+
+
+def test_mixtures_are_columns_of_one_table_on_the_op_axis(tmp_path):
+    """A mixture has p and frac but no op: its op-axis value is its set of ops, and runs of
+    different mixtures (config `ops`) share a table, one column each."""
+    root = tmp_path / "mix"
+    for ops in (["x+y", "x*y"], ["x+y", "x-y"]):
+        for seed in (0, 1):
+            cfg = config(seed=seed, op=None, frac=0.5)
+            cfg["task"], cfg["ops"] = {"name": "mixture", "op": None}, ops
+            make_run(root, f"{'_'.join(ops)}_{seed}", cfg, weights=False, task_summary={
+                "task": "mixture", "task_desc": "mixture", "ops": ops, "p": P, "frac": 0.5,
+                "mixture": "{" + ", ".join(ops) + "}"})
+    runs, problems = load_runs(root)
+    assert problems == []
+    [(label, part)] = pools(runs)
+    table = grid(part)
+    assert list(table.columns) == [("other tasks", "{x+y, x*y}"), ("other tasks", "{x+y, x-y}")]
+    assert list(table.loc["0.5"]) == ["✓ 2/2", "✓ 2/2"]
+    runs["config"] = [{**c, "p": 13} if seed == 1 else c for c, seed in zip(runs.config, runs.seed)]
+    assert sorted(label for label, _ in pools(runs)) == ["p=11", "p=13"]   # a mixture reads p
