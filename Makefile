@@ -2,7 +2,7 @@
 PY ?= python
 SWEEP ?=
 
-.PHONY: help install run test test-fast lint bench grid-table plots slurm-up slurm-down clean
+.PHONY: help install run test test-fast lint bench grid-table plots report slurm-up slurm-down clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ grid-table: ## Grok/no-grok table of the latest sweep, or of SWEEP="dir [dir...]
 
 plots: ## PNG curves (losses, accuracies, measures) of every run of the latest sweep or SWEEP=...
 	$(PY) -m analysis plots $(SWEEP)
+
+report: ## One self-contained HTML page (grid, curves, spectra, measures) of the latest sweep or SWEEP=...
+	$(PY) -m analysis report $(SWEEP)
 
 clean: ## Remove outputs/ (all local run records!)
 	rm -rf outputs

@@ -1,9 +1,11 @@
-"""`python -m analysis grid|exponents|plots|labels ...`: sweeps to tables and plots, no notebook.
+"""`python -m analysis grid|exponents|plots|report|labels ...`: sweeps to tables, plots and a page.
 
     python -m analysis grid                      # the most recent sweep under outputs/
     python -m analysis grid outputs/sweeps/A outputs/sweeps/B --rows op
     python -m analysis exponents outputs/sweeps/X
-    python -m analysis plots outputs/sweeps/X
+    python -m analysis plots outputs/sweeps/X              # linear step axis; --log-steps
+    python -m analysis report outputs/sweeps/X             # one self-contained HTML page
+    python -m analysis grid --rows task --cols frac         # any config key on either axis
     python -m analysis labels x2+y2 --p 97 --frac 0.3
     python -m analysis mixtures outputs/sweeps/X       # one column per mixture
     python -m analysis transfer outputs/sweeps/X outputs/sweeps/Y   # pre-grokked starts vs scratch
@@ -14,6 +16,8 @@ is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What 
 """
 
 import argparse
+import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +40,8 @@ def _load(args):
         from analysis.collate import from_wandb
 
         problems = []
-        runs, dirs = from_wandb(args.wandb, group=args.group, problems=problems), [f"wandb:{args.wandb}"]
+        runs = from_wandb(args.wandb, group=args.group, problems=problems)
+        dirs = [f"wandb:{args.wandb}" + (f"/{args.group}" if args.group else "")]
         out = Path(args.out or "outputs/analysis")
     else:
         dirs = _dirs(args)
@@ -50,23 +55,55 @@ def _load(args):
     return runs, dirs, out
 
 
+def tag(dirs) -> str:
+    """What names this call's table files: the sweep folder(s) (or W&B project and group), made
+    unique by a short hash of their full paths, so a call on another sweep never overwrites
+    them (--out shared or not)."""
+    def name(d):
+        d = str(d)
+        return d.replace(":", "_").replace("/", "_") if d.startswith("wandb:") else Path(d).name
+
+    names = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", "+".join(map(name, dirs)))[:40]
+    full = "|".join(d if str(d).startswith("wandb:") else str(Path(d).resolve()) for d in map(str, dirs))
+    return f"{names}-{hashlib.sha1(full.encode()).hexdigest()[:6]}"
+
+
+def grids(runs, rows: str, cols: str, agg):
+    """[(pool label, table, heatmap shades, pool)] for each pool of runs that differ in the seed
+    (and the axes) alone."""
+    from analysis.pooling import pools
+    from analysis.tables import grid, grokked_share
+
+    return [(label, grid(part, rows=rows, cols=cols, agg=agg),
+             grid(part, rows=rows, cols=cols, agg=grokked_share), part)
+            for label, part in pools(runs, axes=(rows, cols))]
+
+
 def cmd_grid(args):
     from analysis.plots import heatmap
-    from analysis.tables import LEGEND, cell, grid, grok_step_cell, grokked_share, to_markdown
+    from analysis.pooling import PoolError, slug
+    from analysis.tables import LEGEND, cell, grok_step_cell, to_markdown
 
     runs, dirs, out = _load(args)
     agg = grok_step_cell if args.cell == "grok-step" else cell
-    for (p, model, opt), part in runs.groupby(["p", "model", "optimizer"]):
-        table = grid(part, rows=args.rows, agg=agg)
-        share = grid(part, rows=args.rows, agg=grokked_share)
-        name = f"grid_p{p}_{model}_{opt}"
-        print(f"\n{', '.join(map(str, dirs))}: p={p}, model={model}, optimizer={opt}, "
-              f"{len(part)} runs, {part.seed.nunique()} seed(s)\n")
+    rows, cols = args.rows, args.cols or ("frac" if args.rows == "op" else "op")
+    try:
+        tables = grids(runs, rows, cols, agg)
+    except PoolError as e:
+        sys.exit(f"error: {e}")
+    where = ", ".join(map(str, dirs))
+    if len(tables) > 1:
+        print(f"{where}: the runs differ in more than the seed; one table per config "
+              f"({len(tables)}), never pooled into one cell")
+    for label, table, share, part in tables:
+        name = f"grid_{tag(dirs)}_{slug(rows)}-by-{slug(cols)}" + (f"_{slug(label)}" if label else "")
+        print(f"\n{where}{': ' + label if label else ''}: {len(part)} runs, "
+              f"{part.seed.nunique()} seed(s)\n")
         print(to_markdown(table))
         table.to_csv(out / f"{name}.csv")
         table.to_html(out / f"{name}.html")
         (out / f"{name}.md").write_text(to_markdown(table) + "\n")
-        heatmap(share, table, out / f"{name}.png")
+        heatmap(share, table, out / f"{name}.png", title=f"{where}{' | ' + label if label else ''}")
     legend = LEGEND if args.cell == "verdict" else \
         "median grok step (seeds that generalised / all), else best test acc"
     print(f"\n{legend}\nwritten to {out}/")
@@ -83,16 +120,29 @@ def cmd_exponents(args):
     table.to_csv(out / "exponents.csv", index=False)
 
 
+def plot_name(row) -> str:
+    """A run's plot file name: op, frac and seed (other tasks: the task and the run's folder
+    name, its identity in the sweep), then a short hash of the run's full path, so runs of
+    other sweeps or configs written to the same folder never share a file."""
+    where = str(Path(row.run).resolve())
+    if isinstance(row.op, str):  # x^2+y^2 as x2+y2 (a spelling of the op language)
+        what = f"{row.op.replace('^', '')}_p{int(row.p)}_f{row.frac:g}_s{row.seed}"
+    else:
+        what = f"{row.task}_{Path(row.run).name}"
+        what += "" if f"seed={row.seed}" in what else f"_s{row.seed}"
+    what = re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", what)[:100]
+    return f"run_{what}-{hashlib.sha1(where.encode()).hexdigest()[:6]}"
+
+
 def cmd_plots(args):
     from analysis.plots import BadRecord, plot_run
 
     runs, _, out = _load(args)
     made = 0
-    for run in runs.run:
-        name = "_".join(Path(run).resolve().parts[-2:])  # <sweep>_<job>: unique over sweeps
-        notes = []
+    for row in runs.itertuples():
+        run, notes = row.run, []
         try:
-            png = plot_run(run, out / f"run_{name}.png", notes=notes)
+            png = plot_run(run, out / f"{plot_name(row)}.png", notes=notes, log_steps=args.log_steps)
         except BadRecord as e:
             print(f"skipped {run}: {e}", file=sys.stderr)
             continue
@@ -105,6 +155,27 @@ def cmd_plots(args):
         made += 1
     if not made:
         sys.exit(f"error: no run could be plotted ({len(runs)} skipped)")
+
+
+def cmd_report(args):
+    from analysis.pooling import PoolError
+    from analysis.report import write_report
+
+    dirs = _dirs(args)
+    runs, problems = load_runs(*dirs)
+    for line in problems:
+        print(f"skipped {line}", file=sys.stderr)
+    if runs.empty:
+        sys.exit(f"error: no complete runs in {', '.join(map(str, dirs))}")
+    out = Path(args.out) if args.out else dirs[0] / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    cols = args.cols or ("frac" if args.rows == "op" else "op")
+    try:
+        page = write_report(runs, out / f"report_{tag(dirs)}.html", ", ".join(d.name or str(d) for d in dirs),
+                            rows=args.rows, cols=cols, log_steps=args.log_steps, problems=problems)
+    except PoolError as e:
+        sys.exit(f"error: {e}")
+    print(page)
 
 
 def cmd_labels(args):
@@ -176,17 +247,26 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name, fn in (("grid", cmd_grid), ("exponents", cmd_exponents), ("plots", cmd_plots)):
+    for name, fn in (("grid", cmd_grid), ("exponents", cmd_exponents), ("plots", cmd_plots),
+                     ("report", cmd_report)):
         p = sub.add_parser(name)
         p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
         p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
         p.add_argument("--out", help="where to write files (default: <first dir>/analysis)")
         p.set_defaults(fn=fn)
+        if name in ("grid", "report"):
+            p.add_argument("--rows", default="frac", metavar="KEY",
+                           help="config key or group on the rows: frac (default), op, task, model, "
+                                "optimizer.lr, ...")
+            p.add_argument("--cols", metavar="KEY",
+                           help="config key or group on the columns (default: op; frac with --rows op)")
         if name == "grid":
-            p.add_argument("--rows", choices=("frac", "op"), default="frac")
             p.add_argument("--cell", choices=("verdict", "grok-step"), default="verdict",
                            help="what a cell shows: the verdict (seed 002) or when it grokked")
-        if name != "plots":  # plots need the local metrics files
+        if name in ("plots", "report"):
+            p.add_argument("--log-steps", action="store_true",
+                           help="log step axis (default linear: the grokking jump is late)")
+        if name not in ("plots", "report"):  # these need the local metrics files
             p.add_argument("--wandb", metavar="ENTITY/PROJECT",
                            help="read synced runs from W&B instead of folders")
             p.add_argument("--group", help="with --wandb: one sweep (W&B group = sweep id)")

@@ -2,8 +2,12 @@
 
 A run folder is one with a `config.yaml` and a `summary.json` (see grok.tracking). Folders that are
 half-written, corrupt, failed or not a whole run are reported by path and why, and left out; they
-never stop the table. A run counts only when its record names a valid op, p, frac, seed, model and
-optimizer (from its summary, else its config) and its summary a verdict and best test accuracy.
+never stop the table. A run counts only when its record names its task, seed, model and optimizer
+(from its summary, else its config), for a modular task also a valid op, p and frac, and its
+summary a verdict and best test accuracy. Other tasks (grok/tasks: digits_add, sort, ...) carry no
+op or p; `frac` only where the task splits a finite set by it (their summary says so).
+Each row keeps its whole config, flattened (`config`), so tables pool only runs whose configs
+differ in the seed alone (analysis.pooling).
 """
 
 import json
@@ -17,10 +21,11 @@ import yaml
 from grok.tracking import CONFIG, SUMMARY
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
 
-COLUMNS = ["sweep_id", "task", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
+COLUMNS = ["sweep_id", "task", "task_desc", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
            "verdict", "memorisation_step", "grok_step", "grok_delay", "best_test_acc",
-           "final_test_acc", "steps", "wall_time_s", "run"]
-REQUIRED = ["op", "p", "frac", "seed", "model", "optimizer", "verdict", "best_test_acc"]
+           "final_test_acc", "steps", "wall_time_s", "n_train", "run", "config"]
+REQUIRED = ["task", "seed", "model", "optimizer", "verdict", "best_test_acc"]
+MODULAR_REQUIRED = ["op", "p", "frac"]
 NUMBERS = ["memorisation_step", "grok_step", "grok_delay", "best_test_acc", "final_test_acc", "steps",
            "wall_time_s"]
 VERDICTS = (GROKKED, NO_DELAY, NOT_GENERALISED)
@@ -39,40 +44,59 @@ def is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def is_modular(task) -> bool:
+    """A modular-arithmetic task (an op mod p), as opposed to grok/tasks' other tasks."""
+    from grok.config import TASKS
+
+    return task in TASKS
+
+
+def flatten(config, prefix: str = "") -> dict:
+    """A nested config as {"dotted.key": value}; lists become tuples (hashable, comparable)."""
+    if not isinstance(config, dict):
+        return {prefix: tuple(config) if isinstance(config, list) else config} if prefix else {}
+    out = {}
+    for k, v in config.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
 def _row(summary: dict, config: dict, where: str) -> dict:
     row = {k: number(summary.get(k)) for k in COLUMNS}
     # Older or foreign summaries may lack the run keys: fall back on the resolved config.
     for key in ("task", "model", "optimizer"):
         group = config.get(key)
         row[key] = row[key] or (group.get("name") if isinstance(group, dict) else None)
-    for key in ("op", "p", "frac", "seed", "sweep_id"):
+    if row["task"] is None and (row["op"] is not None or config.get("op") is not None):
+        row["task"] = "poly"  # a record from before the other tasks: modular, named by its op
+    # op, p and frac mean something for modular tasks only (other tasks' configs still hold the
+    # defaults, unused); their summaries hold frac where the task splits a finite set by it.
+    fallback = ("op", "p", "frac", "seed", "sweep_id") if is_modular(row["task"]) else ("seed", "sweep_id")
+    for key in fallback:
         row[key] = config.get(key) if row[key] is None else row[key]
+    if row["op_pretty"] is None and isinstance(summary.get("mixture"), str):
+        row["op_pretty"] = summary["mixture"]  # a mixture of ops: "{x+y, x*y}" on the op axis
     row["run"] = where
+    row["config"] = flatten(config)
     return row
 
 
 def check_row(row: dict) -> str | None:
     """Why this row is no run to count (one line), or None; a good row is normalised in place:
     op canonical (and its pretty form), p and seed ints, frac a float."""
-    missing = [k for k in REQUIRED if row.get(k) is None]
+    modular = is_modular(row.get("task"))
+    missing = [k for k in REQUIRED + (MODULAR_REQUIRED if modular else []) if row.get(k) is None]
     if missing:
         return f"incomplete summary (no {', '.join(missing)})"
-    from grok.ops import OpError, parse_op
-
-    p = row["p"]
-    if not is_number(p) or not math.isfinite(p) or p != int(p) or p < 2:
-        return f"bad p {p!r} (an integer >= 2 expected)"
-    row["p"] = int(p)
-    try:
-        op = parse_op(str(row["op"]))
-        op.check_p(row["p"])
-    except OpError as e:
-        return f"bad op {row['op']!r} ({' '.join(str(e).split())})"
-    row["op"], row["op_pretty"] = op.canonical, op.pretty
-    frac = row["frac"]
-    if not is_number(frac) or not 0 < frac < 1:
-        return f"bad frac {frac!r} (a number between 0 and 1 expected)"
-    row["frac"] = float(frac)
+    if not isinstance(row["task"], str):
+        return f"bad task {row['task']!r} (a name expected)"
+    why = _check_modular(row) if modular else _check_frac(row, optional=True)
+    if why:
+        return why
     seed = row["seed"]
     if not is_number(seed) or not math.isfinite(seed) or seed != int(seed):
         return f"bad seed {seed!r} (an integer expected)"
@@ -87,6 +111,32 @@ def check_row(row: dict) -> str | None:
             return f"bad {key} {row[key]!r} (a number expected)"
     if not 0 <= row["best_test_acc"] <= 1:
         return f"bad best_test_acc {row['best_test_acc']!r} (between 0 and 1 expected)"
+    return None
+
+
+def _check_modular(row: dict) -> str | None:
+    from grok.ops import OpError, parse_op
+
+    p = row["p"]
+    if not is_number(p) or not math.isfinite(p) or p != int(p) or p < 2:
+        return f"bad p {p!r} (an integer >= 2 expected)"
+    row["p"] = int(p)
+    try:
+        op = parse_op(str(row["op"]))
+        op.check_p(row["p"])
+    except OpError as e:
+        return f"bad op {row['op']!r} ({' '.join(str(e).split())})"
+    row["op"], row["op_pretty"] = op.canonical, op.pretty
+    return _check_frac(row)
+
+
+def _check_frac(row: dict, optional: bool = False) -> str | None:
+    frac = row["frac"]
+    if frac is None and optional:
+        return None
+    if not is_number(frac) or not 0 < frac < 1:
+        return f"bad frac {frac!r} (a number between 0 and 1 expected)"
+    row["frac"] = float(frac)
     return None
 
 

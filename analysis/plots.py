@@ -1,4 +1,5 @@
-"""PNG plots: a run's curves (log steps, grok step marked) and a heatmap of a grid table."""
+"""Plots: a run's curves (linear step axis by default, memorisation and grok steps marked) and a
+heatmap of a grid table (colour bar, title; as SVG its cells are links)."""
 
 import json
 import math
@@ -7,6 +8,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on compute nodes
+import matplotlib.cm  # noqa: E402
+import matplotlib.colors  # noqa: E402
+import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -66,10 +70,13 @@ def _series(m: pd.DataFrame, name: str) -> pd.Series:
     return col[np.isfinite(col.to_numpy())]
 
 
-def plot_run(run_dir, out_png, size=(15, 4), dpi=100, notes: list | None = None) -> Path:
-    """Loss, accuracy and (when recorded) progress measures against log step. What is finite is
-    drawn: a diverged run's curves end where its values turned NaN or infinite (marked).
-    Raises BadRecord for a folder with nothing to plot (see read_metrics)."""
+def plot_run(run_dir, out_png, size=(15, 4), dpi=100, notes: list | None = None,
+             log_steps: bool = False) -> Path:
+    """Loss, accuracy and (when recorded) progress measures against the step, on a linear axis
+    (the grokking jump is late: a log axis squeezes it against the right edge) or, with
+    `log_steps`, a log axis. What is finite is drawn: a diverged run's curves end where its
+    values turned NaN or infinite (marked). Raises BadRecord for a folder with nothing to plot
+    (see read_metrics)."""
     run_dir = Path(run_dir)
     m = read_metrics(run_dir / METRICS, notes)
     try:
@@ -79,7 +86,7 @@ def plot_run(run_dir, out_png, size=(15, 4), dpi=100, notes: list | None = None)
     s = s if isinstance(s, dict) else {}
     m = m.assign(step=pd.to_numeric(m.step, errors="coerce").astype(float))
     positive = m[m.step > 0]
-    log_x = not positive.empty
+    log_x = log_steps and not positive.empty
     m = positive if log_x else m  # log axis: step 0 left out unless it is all there is
     diverged = None
     if "train_loss" in m:
@@ -138,26 +145,45 @@ def plot_run(run_dir, out_png, size=(15, 4), dpi=100, notes: list | None = None)
     return Path(out_png)
 
 
-def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out_png, dpi=100) -> Path:
-    """Grid table as colour (share of seeds that generalised; else half the best accuracy)
-    with the table's own text in each cell."""
+def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out, dpi=100, title: str | None = None,
+            urls: dict | None = None, fmt: str | None = None):
+    """Grid table as colour (share of seeds that generalised; else half the best accuracy, so
+    every shade below 0.5 is "did not generalise") with the table's own text in each cell, a
+    colour bar and a title. `out` ending in .svg: a vector image in which cell (i, j) links to
+    urls[(i, j)] (the report's anchors); else a PNG. `out` may be a file object (then `fmt`)."""
     n_rows, n_cols = values.shape
-    fig, ax = plt.subplots(figsize=(max(4, 0.9 * n_cols + 2), max(3, 0.5 * n_rows + 1.5)), dpi=dpi)
-    shade = values.astype(float).values
-    ax.imshow(shade, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
-    cols = [c[-1] if isinstance(c, tuple) else c for c in values.columns]
-    rows = [r[-1] if isinstance(r, tuple) else r for r in values.index]
-    ax.set_xticks(range(n_cols), cols, rotation=45, ha="right")
-    ax.set_yticks(range(n_rows), rows)
-    for i in range(n_rows):
-        for j in range(n_cols):
-            text = labels.iat[i, j]
-            dark = not pd.isna(shade[i, j]) and not 0.2 < shade[i, j] < 0.8  # ends of RdYlGn
-            ax.text(j, i, "" if pd.isna(text) else text, ha="center", va="center", fontsize=8,
-                    color="white" if dark else "black")
-    ax.set_xlabel(values.columns.names[-1] or "")
-    ax.set_ylabel(values.index.names[-1] or "")
-    fig.tight_layout()
-    fig.savefig(out_png)
-    plt.close(fig)
-    return Path(out_png)
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * n_cols + 3), max(3, 0.5 * n_rows + 2)), dpi=dpi)
+    try:
+        shade = values.astype(float).values
+        cmap, norm = plt.get_cmap("RdYlGn"), matplotlib.colors.Normalize(0, 1)
+        for i in range(n_rows):
+            for j in range(n_cols):
+                blank = pd.isna(shade[i, j])
+                rect = matplotlib.patches.Rectangle((j - 0.5, i - 0.5), 1, 1, ec="white", lw=1,
+                                                    fc="#eeeeee" if blank else cmap(norm(shade[i, j])))
+                ax.add_patch(rect)
+                text = labels.iat[i, j]
+                dark = not blank and not 0.2 < shade[i, j] < 0.8  # ends of RdYlGn
+                t = ax.text(j, i, "" if pd.isna(text) else text, ha="center", va="center", fontsize=8,
+                            color="white" if dark else "black")
+                if urls and (i, j) in urls:
+                    rect.set_url(urls[(i, j)])
+                    t.set_url(urls[(i, j)])
+        ax.set_xlim(-0.5, n_cols - 0.5)
+        ax.set_ylim(n_rows - 0.5, -0.5)
+        cols = [c[-1] if isinstance(c, tuple) else c for c in values.columns]
+        rows = [r[-1] if isinstance(r, tuple) else r for r in values.index]
+        ax.set_xticks(range(n_cols), cols, rotation=45, ha="right")
+        ax.set_yticks(range(n_rows), rows)
+        ax.set_xlabel(values.columns.names[-1] or "")
+        ax.set_ylabel(values.index.names[-1] or "")
+        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.05)
+        bar.set_label("share of seeds that generalised\n(< 0.5: none did; half the best test acc)",
+                      fontsize=7)
+        if title:
+            ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out, format=fmt or ("svg" if str(out).endswith(".svg") else "png"))
+    finally:
+        plt.close(fig)
+    return out

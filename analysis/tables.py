@@ -11,6 +11,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from analysis.opstats import KIND_ORDER, exponent_pair, label_uniformity, op_kind
+from analysis.pooling import PoolError, axis_values, pools
 from grok.ops import parse_op
 from grok.verdict import GROKKED, NO_DELAY
 
@@ -52,25 +53,59 @@ def grokked_share(group: pd.DataFrame) -> float:
     return ok if ok > 0 else 0.5 * group.best_test_acc.mean()
 
 
-def _kinds(ops) -> dict:
-    return {op: op_kind(parse_op(op)) for op in ops}
+OTHER_KIND = "other tasks"  # the op axis of a run of grok/tasks' other tasks: its task name
 
 
-def grid(runs: pd.DataFrame, rows: str = "frac", agg=cell) -> pd.DataFrame:
-    """ops x fracs table, one cell per (op, frac) over seeds (and over p, model, optimizer if the
-    runs mix them: pass a filtered frame to separate those). `rows="op"` transposes."""
+def _sort_key(v):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def _label(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "(unset)"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def axis_labels(runs: pd.DataFrame, axis: str):
+    """(each run's label on the axis, the labels in table order, {label: kind} for the op axis)."""
+    values = axis_values(runs, axis)
+    labels = values.map(_label)
+    if axis != "op":
+        order = [_label(v) for v in sorted(dict.fromkeys(values.dropna()), key=_sort_key)]
+        return labels, order + (["(unset)"] if values.isna().any() else []), None
+    kinds = {}
+    for label, op, task in zip(labels, runs.op, runs.task):
+        kinds[label] = op_kind(parse_op(op)) if isinstance(op, str) else OTHER_KIND
+    rank = {k: i for i, k in enumerate((*KIND_ORDER, OTHER_KIND))}
+    order = sorted(kinds, key=lambda op: (rank[kinds[op]], op))
+    return labels, order, kinds
+
+
+def grid(runs: pd.DataFrame, rows: str = "frac", agg=cell, cols: str = "op") -> pd.DataFrame:
+    """A rows x cols table (any config key or group on either axis: frac, op, task, model,
+    optimizer.lr, ...), one cell per pair of values over the runs given (pass one pool of
+    analysis.pooling.pools: runs that differ in the seed alone). Default: fracs x ops (seed 002),
+    ops grouped by kind as a (kind, op) column index; `rows="op"` alone transposes it."""
+    if rows == cols == "op":
+        cols = "frac"
+    if rows == cols:
+        raise PoolError(f"rows and columns are both {rows!r}; choose two different keys")
     if runs.empty:
         return pd.DataFrame()
-    kinds = _kinds(runs.op.unique())
-    order = sorted(kinds, key=lambda op: (KIND_ORDER.index(kinds[op]), op))
-    pretty = runs.groupby("op").op_pretty.first()
-    table = runs.groupby(["frac", "op"])[list(runs.columns)].apply(agg).unstack("op")
-    table = table.reindex(columns=order)
-    table.columns = pd.MultiIndex.from_tuples([(kinds[op], pretty[op]) for op in order],
-                                              names=["kind", "op"])
-    table.index = [f"{f:g}" for f in table.index]
-    table.index.name = "frac"
-    return table.T if rows == "op" else table
+    rl, row_order, row_kinds = axis_labels(runs, rows)
+    cl, col_order, col_kinds = axis_labels(runs, cols)
+    table = runs.groupby([rl.rename("_rows"), cl.rename("_cols")])[list(runs.columns)].apply(agg)
+    table = table.unstack("_cols").reindex(index=row_order, columns=col_order)
+    for kinds, attr, order, name in ((col_kinds, "columns", col_order, cols),
+                                     (row_kinds, "index", row_order, rows)):
+        if kinds is not None:
+            setattr(table, attr, pd.MultiIndex.from_tuples([(kinds[v], v) for v in order],
+                                                           names=["kind", name]))
+        else:
+            getattr(table, attr).name = name
+    return table
 
 
 def _group_starts(kinds) -> list[str]:
@@ -84,35 +119,49 @@ def to_markdown(table: pd.DataFrame) -> str:
     table = table.astype(object).where(table.notna(), "")  # ops not run at a frac: blank cell
     if isinstance(table.columns, pd.MultiIndex):   # fracs as rows, (kind, op) as columns
         kinds, ops = zip(*table.columns)
-        headers = ["frac", *ops]
+        headers = [table.index.name or "", *ops]
         body = [["", *_group_starts(list(kinds))]]
         body += [[idx, *vals] for idx, vals in zip(table.index, table.values.tolist())]
-    else:                                          # (kind, op) as rows, fracs as columns
+    elif isinstance(table.index, pd.MultiIndex):   # (kind, op) as rows, fracs as columns
         kinds, ops = zip(*table.index)
         headers = ["kind", "op", *table.columns]
         body = [[k, op, *vals] for k, op, vals in
                 zip(_group_starts(list(kinds)), ops, table.values.tolist())]
+    else:                                          # any other two keys
+        headers = [f"{table.index.name} \\ {table.columns.name}", *map(str, table.columns)]
+        body = [[idx, *vals] for idx, vals in zip(table.index, table.values.tolist())]
     return tabulate(body, headers=headers, tablefmt="github", stralign="center",
                     disable_numparse=True)
 
 
 def exponent_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Seed 004, Table 1: x^a+y^b runs by (a, b, p): verdict, grok step, and how uniform the
-    op's labels are over all p*p pairs (seed 004 links grokking to it)."""
+    op's labels are over all p*p pairs (seed 004 links grokking to it). A row pools seeds only:
+    each frac is its own row, and runs that differ in any other key (analysis.pooling) get
+    their own rows too, named in the `config` column."""
     out = []
-    for (op, p), group in runs.groupby(["op", "p"]):
-        parsed = parse_op(op)
-        ab = exponent_pair(parsed)
-        if ab is None:
-            continue
-        u = label_uniformity(parsed, int(p))
-        grokked = group.verdict == GROKKED
-        out.append({"a": ab[0], "b": ab[1], "p": int(p), "runs": len(group),
-                    "grokked": f"{int(grokked.sum())}/{len(group)}",
-                    "verdict": group.verdict.mode().iloc[0],
-                    "grok_step": group.grok_step[grokked].median() if grokked.any() else math.nan,
-                    "best_test_acc": group.best_test_acc.max(),
-                    "n_labels": u["n_labels"], "label_entropy_ratio": u["label_entropy_ratio"]})
-    cols = ["a", "b", "p", "runs", "grokked", "verdict", "grok_step", "best_test_acc",
+    if "config" not in runs:
+        runs = runs.assign(config=[{}] * len(runs))
+    if "frac" not in runs:
+        runs = runs.assign(frac=math.nan)
+    if "task" not in runs:
+        runs = runs.assign(task="poly")
+    for label, pool in pools(runs, axes=("op", "p", "frac")):
+        for (op, p, frac), group in pool.groupby(["op", "p", "frac"], dropna=False):
+            parsed = parse_op(op)
+            ab = exponent_pair(parsed)
+            if ab is None:
+                continue
+            u = label_uniformity(parsed, int(p))
+            grokked = group.verdict == GROKKED
+            out.append({"a": ab[0], "b": ab[1], "p": int(p), "frac": frac, "config": label,
+                        "runs": len(group), "grokked": f"{int(grokked.sum())}/{len(group)}",
+                        "verdict": group.verdict.mode().iloc[0],
+                        "grok_step": group.grok_step[grokked].median() if grokked.any() else math.nan,
+                        "best_test_acc": group.best_test_acc.max(),
+                        "n_labels": u["n_labels"], "label_entropy_ratio": u["label_entropy_ratio"]})
+    cols = ["a", "b", "p", "frac", "config", "runs", "grokked", "verdict", "grok_step", "best_test_acc",
             "n_labels", "label_entropy_ratio"]
-    return pd.DataFrame(out, columns=cols).sort_values(["p", "a", "b"]).reset_index(drop=True)
+    table = pd.DataFrame(out, columns=cols).sort_values(["config", "p", "frac", "a", "b"])
+    table = table.reset_index(drop=True)
+    return table if (table.config != "").any() else table.drop(columns="config")

@@ -18,7 +18,10 @@ from grok.ops import MAX_P, Op, OpError, parse_op
 TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
 TASKS = (*TASK_OPS, "poly")
 OTHER_TASKS = ("digits_add", "repeat_subseq", "max_element", "sort", "prime", "gcd", "mixture")  # grok.tasks
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd")  # base updates (grok.optim.KINDS)
+TRANSFORMED = ("grokfast_ema", "grokfast_ma", "ortho_adamw")  # gradient transforms on a base
+GROKFAST_FILTERS = ("ema", "ma")
+LOSSES = ("cross_entropy", "stablemax")  # conf/loss/
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 CRITERIA = ("held",)
@@ -245,7 +248,10 @@ def tables_exact(cfg, task) -> bool:
 
 
 def _optimizer(cfg) -> None:
-    name = _choice(cfg, "optimizer.name", OPTIMIZERS)
+    name = _choice(cfg, "optimizer.name", OPTIMIZERS + TRANSFORMED)
+    if name in TRANSFORMED:
+        name = _choice(cfg, "optimizer.base", OPTIMIZERS)
+        _transforms(cfg)
     _num(cfg, "optimizer.lr", 0.0, math.inf)
     _num(cfg, "optimizer.weight_decay", 0.0, math.inf, lo_open=False)
     _int(cfg, "optimizer.warmup_steps", lo=0)
@@ -256,6 +262,26 @@ def _optimizer(cfg) -> None:
     if not (isinstance(betas, list) and len(betas) == 2 and all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"optimizer.betas={betas!r}: must be two numbers in [0, 1), e.g. [0.9,0.98]")
+
+
+def _transforms(cfg) -> None:
+    """Grokfast and ⊥Grad keys (grok.optim), where the optimizer config has them."""
+    raw = _view(cfg).raw.get("optimizer", {})
+    if "orthogonal" in raw:
+        _bool(cfg, "optimizer.orthogonal")
+    if raw.get("grokfast") is None:
+        return
+    kind = _choice(cfg, "optimizer.grokfast.filter", GROKFAST_FILTERS)
+    _num(cfg, "optimizer.grokfast.lamb", 0.0, math.inf, lo_open=False)
+    if kind == "ema":
+        _num(cfg, "optimizer.grokfast.alpha", 0.0, 1.0, lo_open=False)
+    else:
+        _int(cfg, "optimizer.grokfast.window", lo=1, hi=100_000)
+
+
+def _loss(cfg) -> None:
+    if _view(cfg).raw.get("loss") is not None:
+        _choice(cfg, "loss.name", LOSSES)
 
 
 def _train(cfg, device_here: bool) -> None:
@@ -411,6 +437,7 @@ def validate(cfg: DictConfig, device_here: bool = True, reference: DictConfig | 
     _data(cfg, task)
     _model(cfg, task)
     _optimizer(cfg)
+    _loss(cfg)
     _train(cfg, device_here)
     _measures(cfg, _select(cfg, "p"))
     _grok(cfg)

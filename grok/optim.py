@@ -6,12 +6,21 @@ and its own step count, so runs that resumed from different steps share a pack. 
 update is the one `torch.optim` makes (same formulas, same order of operations; tested against it
 in float64). The learning-rate schedule is linear warmup: update k (0-based) of a run uses
 lr * min(1, (k + 1) / warmup_steps), which starts at lr / warmup rather than wasting step 0 at 0.
+
+Gradient transforms from the grokking literature run before the update, on each run's gradient
+(docs/optimizers.md): the orthogonal gradient of Prieto et al. 2025 (`orthogonal`: each
+parameter's gradient less its component along the parameter, rescaled to the gradient's norm)
+and the Grokfast filters of Lee et al. 2024 (`grokfast`: g <- g + lamb * filtered g, the filter
+an EMA or the mean of the last `window` gradients). Both are per run and per parameter, so a
+pack's update is still its runs' updates.
 """
 
 import torch
 
 KINDS = ("adamw", "adam", "sgd")
+FILTERS = ("ema", "ma")  # Grokfast
 EPS = 1e-8  # torch's default
+ORTHO_EPS = 1e-30  # ⊥Grad: added to |w|^2 and |g_orth| (as the reference implementation)
 
 
 def _col(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -33,10 +42,16 @@ class PackOptimizer:
     or `momentum_buffer` (SGD), sliced on the run axis like the parameters."""
 
     def __init__(self, params: dict[str, torch.nn.Parameter], kind: str, lr, weight_decay,
-                 warmup_steps, betas=None, momentum=None):
+                 warmup_steps, betas=None, momentum=None, grokfast: dict | None = None,
+                 orthogonal: bool = False):
+        """`grokfast`: {"filter": "ema" or "ma", "lamb": per-run list, "alpha": per-run list
+        (ema), "window": one int for the pack (ma)}; `orthogonal`: ⊥Grad for every run."""
         if kind not in KINDS:
             raise ValueError(f"unknown optimizer {kind!r} (choose from {', '.join(KINDS)})")
-        self.params, self.kind = params, kind
+        self.params, self.kind, self.orthogonal = params, kind, bool(orthogonal)
+        self.filter = grokfast["filter"] if grokfast else None
+        if self.filter not in (None, *FILTERS):
+            raise ValueError(f"unknown Grokfast filter {self.filter!r} (choose from {', '.join(FILTERS)})")
         R = len(lr)
 
         def vec(values):  # hyperparameters live on the CPU in float64; cast per step
@@ -53,6 +68,16 @@ class PackOptimizer:
         zeros = {n: torch.zeros_like(w, memory_format=torch.preserve_format) for n, w in params.items()}
         self.state = ({"momentum_buffer": zeros} if kind == "sgd" else
                       {"exp_avg": zeros, "exp_avg_sq": {n: torch.zeros_like(w) for n, w in params.items()}})
+        self.window = None
+        if self.filter:
+            self.hp["lamb"] = vec(grokfast["lamb"])
+        if self.filter == "ema":
+            self.hp["alpha"] = vec(grokfast["alpha"])
+            self.state["grokfast_ema"] = {n: torch.zeros_like(w) for n, w in params.items()}
+        elif self.filter == "ma":  # the last `window` gradients of each run: (R, window, ...)
+            self.window = int(grokfast["window"])
+            self.state["grokfast_ma"] = {n: w.new_zeros((w.shape[0], self.window, *w.shape[1:]))
+                                         for n, w in params.items()}
 
     def lr_now(self) -> torch.Tensor:
         """(R,) float64: each run's learning rate for its next update (linear warmup)."""
@@ -68,7 +93,14 @@ class PackOptimizer:
     @torch.no_grad()
     def step(self) -> None:
         lr = self.lr_now()
+        done = self.steps.clone()  # each run's updates before this one
         self.steps += 1
+        if self.orthogonal:
+            self._orthogonal()
+        if self.filter == "ema":
+            self._grokfast_ema(done)
+        elif self.filter == "ma":
+            self._grokfast_ma(done)
         if self.kind == "sgd":
             self._sgd(lr)
         else:
@@ -92,6 +124,43 @@ class PackOptimizer:
             v.mul_(_col(c["b2"], w)).addcmul_(_col(c["1-b2"], w) * g, g)
             denom = (v.sqrt() / _col(c["bc2_sqrt"], w)).add_(EPS)
             w.addcmul_(m / denom, _col(c["-step_size"], w))
+
+    def _orthogonal(self):
+        """⊥Grad (Prieto et al. 2025): per run and parameter, g <- g - (w.g / (w.w + eps)) w,
+        rescaled to the norm of g, so the step cannot scale the weights up (no naive loss
+        minimisation along w, the road to softmax collapse)."""
+        for w in self.params.values():
+            R = w.shape[0]
+            wf, gf = w.reshape(R, -1), w.grad.reshape(R, -1)
+            proj = (wf * gf).sum(1) / ((wf * wf).sum(1) + ORTHO_EPS)
+            g_orth = gf - proj[:, None] * wf
+            scale = gf.norm(dim=1) / (g_orth.norm(dim=1) + ORTHO_EPS)
+            w.grad = (g_orth * scale[:, None]).view_as(w)
+
+    def _grokfast_ema(self, done):
+        """Grokfast-EMA (Lee et al. 2024): ema <- alpha ema + (1 - alpha) g (a run's first ema is
+        its first gradient), then g <- g + lamb ema: the slow part of the gradient amplified."""
+        c = _to_device({"alpha": self.hp["alpha"], "1-alpha": 1 - self.hp["alpha"],
+                        "lamb": self.hp["lamb"], "first": (done == 0).double()},
+                       next(iter(self.params.values())))
+        for n, w in self.params.items():
+            g, ema = w.grad, self.state["grokfast_ema"][n]
+            prev = torch.where(_col(c["first"], w).bool(), g, ema)
+            ema.copy_(prev * _col(c["alpha"], w) + g * _col(c["1-alpha"], w))
+            w.grad = g + ema * _col(c["lamb"], w)
+
+    def _grokfast_ma(self, done):
+        """Grokfast-MA (Lee et al. 2024): g <- g + lamb * mean of the last `window` gradients
+        (this one included), once a run has made `window` of them; before that g is unchanged."""
+        W, like = self.window, next(iter(self.params.values()))
+        c = _to_device({"lamb": self.hp["lamb"], "full": (done + 1 >= W).double()}, like)
+        runs = torch.arange(len(done), device=like.device)
+        slot = (done % W).to(like.device)
+        for n, w in self.params.items():
+            g, buf = w.grad, self.state["grokfast_ma"][n]
+            buf[runs, slot] = g
+            mean = buf.sum(1) / W
+            w.grad = torch.where(_col(c["full"], w).bool(), g + mean * _col(c["lamb"], w), g)
 
     def _sgd(self, lr):
         mom = self.hp["momentum"]
@@ -121,7 +190,8 @@ class PackOptimizer:
     def select(self, keep: torch.Tensor, params: dict) -> "PackOptimizer":
         """The optimizer of the compacted pack holding runs `keep`, over its new `params`."""
         new = PackOptimizer.__new__(PackOptimizer)
-        new.params, new.kind = params, self.kind
+        new.params, new.kind, new.orthogonal = params, self.kind, self.orthogonal
+        new.filter, new.window = self.filter, self.window
         cpu_keep = keep.cpu()
         new.hp = {k: v.index_select(0, cpu_keep) for k, v in self.hp.items()}
         new.steps = self.steps.index_select(0, cpu_keep)

@@ -23,6 +23,7 @@ import sys
 import threading
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
@@ -46,8 +47,24 @@ def shape_key(cfg: DictConfig) -> tuple:
     infinite = not task.finite and cfg.task.get("n_train") is None
     data = ("infinite", cfg.task.batch) if infinite else ("finite",)
     frozen = tuple(sorted(map(str, cfg.init.freeze or ()))) if "init" in cfg else ()  # no gradient
-    return (type(task).__name__, task.shape(), data, model, cfg.optimizer.name, t.device, t.dtype,
-            *((("frozen", frozen),) if frozen else ()))
+    return (type(task).__name__, task.shape(), data, model, optimizer_key(cfg.optimizer),
+            loss_name(cfg), t.device, t.dtype, *((("frozen", frozen),) if frozen else ()))
+
+
+def optimizer_key(o) -> tuple:
+    """What the runs of a pack share of their optimizer: the kind, the base update and the
+    gradient transforms (their per-run coefficients may differ; the MA window may not)."""
+    gf = o.get("grokfast") or {}
+    return (o.name, o.get("base", o.name), gf.get("filter"), gf.get("window"), o.get("orthogonal", False))
+
+
+def loss_name(cfg: DictConfig) -> str:
+    return cfg.loss.name if cfg.get("loss") else "cross_entropy"
+
+
+def make_loss(cfg: DictConfig):
+    """The token loss of the `loss` group (conf/loss/), softmax cross-entropy if none is chosen."""
+    return instantiate(cfg.loss.fn) if cfg.get("loss") else token_ce
 
 
 def pack_key(cfg: DictConfig) -> tuple:
@@ -60,12 +77,16 @@ def pack_key(cfg: DictConfig) -> tuple:
 def make_optimizer(cfgs: list[DictConfig], params: dict) -> PackOptimizer:
     """The pack optimizer with each run's own hyperparameters."""
     o = [c.optimizer for c in cfgs]
-    kind = o[0].name
+    kind = o[0].get("base", o[0].name)  # grokfast_ema, ortho_adamw, ...: a transform on a base
+    gf = [c.get("grokfast") for c in o]
+    grokfast = gf[0] and {"filter": gf[0].filter, "window": gf[0].get("window"),
+                          "lamb": [g.lamb for g in gf], "alpha": [g.get("alpha") for g in gf]}
     return PackOptimizer(
         params, kind, lr=[c.lr for c in o], weight_decay=[c.weight_decay for c in o],
         warmup_steps=[c.warmup_steps for c in o],
         betas=None if kind == "sgd" else [tuple(c.betas) for c in o],
-        momentum=[c.momentum for c in o] if kind == "sgd" else None)
+        momentum=[c.momentum for c in o] if kind == "sgd" else None,
+        grokfast=grokfast or None, orthogonal=o[0].get("orthogonal", False))
 
 
 class Pack:
@@ -78,6 +99,7 @@ class Pack:
         self.model = type(models[0]).stack(models).to(device, dtype)
         self.frozen = set(runs[0].frozen())  # the same in every run of a pack (its shape key)
         self.opt = make_optimizer([r.cfg for r in runs], self.trainable())
+        self.loss = make_loss(runs[0].cfg)
         for i, r in enumerate(runs):
             if r.ck:
                 self.opt.load_run_state(i, r.ck["optimizer"])
@@ -147,10 +169,11 @@ CPU_CHUNK_BYTES = 12e6
 MAX_CHUNK = 1 << 20
 
 
-def run_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def run_losses(logits: torch.Tensor, targets: torch.Tensor,
+               loss=token_ce) -> tuple[torch.Tensor, torch.Tensor]:
     """Each run's mean loss over its answer tokens (R,), and the token losses (R, N, K) it is
-    the mean of (logits (R, N, K, C))."""
-    ce = token_ce(logits, targets)
+    the mean of (logits (R, N, K, C)); `loss`: the token loss (grok.losses)."""
+    ce = loss(logits, targets)
     return mean_ce(ce.flatten(-2), targets.flatten(-2)), ce
 
 
@@ -163,7 +186,7 @@ def scores(logits: torch.Tensor, targets: torch.Tensor, ce: torch.Tensor, positi
     return out
 
 
-def forward_backward(model, batch: PackBatch, chunk: int, at, accuracies: bool = False):
+def forward_backward(model, batch: PackBatch, chunk: int, at, accuracies: bool = False, loss=token_ce):
     """Gradients of every run's mean loss over its answer tokens (positions `at`), `chunk` runs
     at a time (each run's arithmetic is the same in any chunk); each run's loss (R,) and, if
     asked, its train scores (see `scores`)."""
@@ -173,9 +196,9 @@ def forward_backward(model, batch: PackBatch, chunk: int, at, accuracies: bool =
         part = None if chunk >= R else slice(a, a + chunk)
         sub = batch if part is None else PackBatch(batch.tokens[part], batch.targets[part], batch.n[part])
         logits = model.logits_at(sub.tokens, at, runs=part)                # (R, N, K, C)
-        loss, ce = run_losses(logits, sub.targets)
-        loss.sum().backward()  # a sum of the runs' losses: each run gets exactly its own gradient
-        losses.append(loss.detach())
+        run_loss, ce = run_losses(logits, sub.targets, loss)
+        run_loss.sum().backward()  # a sum of the runs' losses: each run gets exactly its own gradient
+        losses.append(run_loss.detach())
         if accuracies:
             with torch.no_grad():
                 parts.append(scores(logits.detach(), sub.targets, ce.detach(), len(at) > 1))
@@ -303,7 +326,7 @@ def train_runs(runs: list[Run], device, dtype) -> None:
             due = [i for i, r in enumerate(pack.runs) if r is not None and r.due()]
             pack.opt.zero_grad()  # gradients first: evaluation reads the same, unchanged weights
             losses, train = forward_backward(pack.model, pack.batch(), chunk, pack.positions,
-                                             accuracies=bool(due))
+                                             accuracies=bool(due), loss=pack.loss)
             stopped = evaluate(pack, due, losses, train, chunk) if due else []
             for i in stopped:
                 pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i), pack.padded())
@@ -340,7 +363,7 @@ def evaluate(pack: Pack, due: list[int], losses, train: dict, chunk: int) -> lis
         part = slice(a, a + chunk)
         logits = model.logits_at(test.tokens[part], at, runs=part)
         targets = test.targets[part]
-        loss, ce = run_losses(logits, targets)
+        loss, ce = run_losses(logits, targets, pack.loss)
         parts.append({"loss": loss, **scores(logits, targets, ce, many)})
     te = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     cols = {"train_loss": losses, "train_acc": train["acc"], "test_loss": te["loss"], "test_acc": te["acc"]}

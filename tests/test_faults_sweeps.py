@@ -16,6 +16,7 @@ import pytest
 from conftest import ROOT, TINY, launch
 
 from analysis.__main__ import main as analysis_main
+from analysis.__main__ import plot_name
 from analysis.collate import load_runs
 
 # --- a job killed like the out-of-memory killer does (SIGKILL), hydra/launcher=pool ---------------
@@ -215,9 +216,13 @@ def test_plots_draw_a_diverged_run_and_skip_unreadable_metrics(two_runs, tmp_pat
     analysis_main(["plots", str(sweep), "--out", str(out)])
     printed, err = capsys.readouterr()
     made = {p.name for p in out.glob("*.png")}
+    runs, _ = load_runs(sweep)
+    names = {Path(row.run).name: f"{plot_name(row)}.png" for row in runs.itertuples()}
     for name in ("good", "diverged", "null", "strings", "infinity", "torn"):
-        assert f"run_sweep_{name}.png" in made, err
-        assert (out / f"run_sweep_{name}.png").stat().st_size > 1000
+        assert names[name] in made, err                      # run_<op>_p<p>_f<frac>_s<seed>-<hash>
+        assert names[name].startswith("run_x2+y2_p23_f")
+        assert (out / names[name]).stat().st_size > 1000
+    assert len(set(names.values())) == len(names)            # copies of one run: one file each
     skipped = skipped_lines(err)
     assert skipped == {"empty": "empty metrics.jsonl", "missing": "no metrics.jsonl"}, err
     assert f"note {sweep / 'torn'}: metrics.jsonl: left out torn last line" in err
@@ -229,8 +234,10 @@ def test_plots_of_one_run_folder_named_by_a_short_relative_path(two_runs, tmp_pa
     copy_run(two_runs[0], tmp_path / "myrun")
     monkeypatch.chdir(tmp_path)
     analysis_main(["plots", "myrun"])
-    assert capsys.readouterr().out.strip() == f"myrun/analysis/run_{tmp_path.name}_myrun.png"
-    assert (tmp_path / "myrun" / "analysis" / f"run_{tmp_path.name}_myrun.png").stat().st_size > 1000
+    [row] = load_runs("myrun")[0].itertuples()
+    name = f"{plot_name(row)}.png"
+    assert capsys.readouterr().out.strip() == f"myrun/analysis/{name}"
+    assert (tmp_path / "myrun" / "analysis" / name).stat().st_size > 1000
 
 
 def test_plots_of_a_torn_metrics_file_use_its_complete_lines(two_runs, tmp_path):
