@@ -194,7 +194,7 @@ def cmd_labels(args):
 
 
 def _records(args):
-    from analysis.records import read_records
+    from analysis.collate import read_records
 
     dirs = _dirs(args)
     records, problems = read_records(*dirs)

@@ -148,10 +148,10 @@ def run_folders(root) -> list[Path]:
     return sorted(found)
 
 
-def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
-    """(runs, problems): one row per complete run under any of `roots`, and one line per folder
-    that was skipped, naming its path and why."""
-    rows, problems = [], []
+def read_records(*roots) -> tuple[list[dict], list[str]]:
+    """(records, problems): each complete run under `roots` as {"run", "summary", "config"}, and
+    one line per folder left out."""
+    records, problems = [], []
     for root in roots:
         if not Path(root).is_dir():
             problems.append(f"{root}: not a folder")
@@ -160,26 +160,42 @@ def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
             try:
                 summary = json.loads((folder / SUMMARY).read_text())
                 config = yaml.safe_load((folder / CONFIG).read_text())
-                if not isinstance(summary, dict):
-                    problems.append(f"{folder}: unreadable {SUMMARY} (not a JSON object)")
-                    continue
-                if summary.get("status") != "complete":
-                    why = summary.get("error", summary.get("status"))
-                    problems.append(f"{folder}: run not complete ({why})")
-                    continue
-                if not isinstance(config, dict):
-                    problems.append(f"{folder}: unreadable {CONFIG} (not a mapping)")
-                    continue
-                row = _row(summary, config, str(folder))
-                why = check_row(row)
-                if why:
-                    problems.append(f"{folder}: {why}")
-                    continue
-                rows.append(row)
             except FileNotFoundError as e:
                 problems.append(f"{folder}: missing {Path(e.filename).name} (unfinished?)")
-            except Exception as e:  # noqa: BLE001 - any corrupt record is skipped, not fatal
+                continue
+            except Exception as e:  # noqa: BLE001 - a corrupt record is skipped, not fatal
                 problems.append(f"{folder}: unreadable ({type(e).__name__}: {e})")
+                continue
+            if not isinstance(summary, dict) or not isinstance(config, dict):
+                problems.append(f"{folder}: unreadable record (not a mapping)")
+            elif summary.get("status") != "complete":
+                problems.append(f"{folder}: run not complete ({summary.get('error', summary.get('status'))})")
+            else:
+                records.append({"run": str(folder), "summary": summary, "config": config})
+    return records, problems
+
+
+def model_name(config: dict) -> str | None:
+    m = config.get("model")
+    return m.get("name") if isinstance(m, dict) else None
+
+
+def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
+    """(runs, problems): one row per complete run under any of `roots`, and one line per folder
+    that was skipped, naming its path and why."""
+    records, problems = read_records(*roots)
+    rows = []
+    for rec in records:
+        try:
+            row = _row(rec["summary"], rec["config"], rec["run"])
+        except Exception as e:  # noqa: BLE001 - any corrupt record is skipped, not fatal
+            problems.append(f"{rec['run']}: unreadable ({type(e).__name__}: {e})")
+            continue
+        why = check_row(row)
+        if why:
+            problems.append(f"{rec['run']}: {why}")
+        else:
+            rows.append(row)
     return pd.DataFrame(rows, columns=COLUMNS), problems
 
 

@@ -5,7 +5,7 @@ or how many seeds grokked all, then each op's median best accuracy over the seed
 
 import pandas as pd
 
-from analysis.records import model_name
+from analysis.collate import model_name
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
 
 LEGEND = ("✓ every op grokked · per op: ✓ grokked, = generalised without delay, n% best test acc "

@@ -9,7 +9,7 @@ so a transfer that groks earlier than from scratch reads `✓ @1200 (scratch ✓
 
 import pandas as pd
 
-from analysis.records import model_name
+from analysis.collate import model_name
 from grok.verdict import GROKKED, NO_DELAY
 
 SCRATCH = "from scratch"
