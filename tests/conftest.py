@@ -67,3 +67,15 @@ def assert_same_run(reference, run_dir):
     assert read_metrics(reference) == read_metrics(run_dir)
     wa, wb = weights(reference), weights(run_dir)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def assert_logged(history_row: dict, row: dict) -> None:
+    """A local metrics row is what W&B logged at that step: the same keys and numbers, and each
+    non-empty list (per-neuron, per-frequency) as a W&B histogram (grok.wandb_view)."""
+    keys = {k.split("/_type")[0] for k in history_row if not k.endswith(("/values", "/bins"))}
+    assert keys - {"_step"} == set(row)  # absent measures absent in both
+    for key, value in row.items():
+        if isinstance(value, list) and value:
+            assert history_row[f"{key}/_type"] == "histogram", key
+        else:
+            assert history_row[key] == value, key

@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import TINY, launch
+from conftest import TINY, assert_logged, launch
 
 from grok.folders import job_dirname
 from grok.wandb_offline import find_run_files, read_run, wait_until_finished
@@ -88,14 +88,7 @@ def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
         assert [h["_step"] for h in history] == [r["step"] for r in rows]
         assert any("key_freqs" in r for r in rows) and "gini_embed" in rows[0]  # measures too
         for h, row in zip(history, rows):
-            # absent measures absent in both; lists of numbers are W&B histograms (grok.wandb_view)
-            assert {k.split("/_type")[0] for k in h if not k.endswith(("/values", "/bins"))} \
-                - {"_step"} == set(row)
-            for key, value in row.items():
-                if isinstance(value, list) and value:
-                    assert h[f"{key}/_type"] == "histogram", key
-                else:
-                    assert h[key] == value, key
+            assert_logged(h, row)
         assert wb["summary"]["verdict"] == summary["verdict"]
     assert seen == {("x+y", .5), ("x+y", .7), ("x^2+y^2", .5), ("x^2+y^2", .7)}
     assert len(groups) == 1 and groups.pop() == summary["sweep_id"]

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import TINY, launch, read_metrics
+from conftest import TINY, assert_logged, launch, read_metrics
 
 from grok.wandb_offline import find_run_files, read_run, wait_until_finished
 
@@ -59,8 +59,7 @@ def test_packed_sweep_leaves_the_records_of_single_runs(sweeps):
         assert w["config"]["sweep_id"] == packed.name
         history = {h["_step"]: h for h in w["history"]}
         for row in read_metrics(job):
-            logged = history[row["step"]]
-            assert all(logged[k] == v for k, v in row.items())
+            assert_logged(history[row["step"]], row)
         # the run's own lines are in its own launch.log
         assert f"{job.name}: " in (job / "launch.log").read_text()
 
