@@ -3,7 +3,7 @@ seeds, the Fourier spectra of W_E and W_L at the end, and every run's progress m
 
 Nothing is fetched when the page is opened: heatmaps are inline SVG (each cell a link to its
 section), the other figures inline base64 PNG, the style inline. Spectra are read from each
-run's final `checkpoint.pt` with `torch.load(weights_only=True)` (tensors only, never code),
+run's final `checkpoint.pt` with `grok.checkpoint.read` (weights only, never unpickled),
 for modular runs whose weights carry W_E, W_out and W_U.
 """
 
@@ -17,11 +17,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.plots import MEASURES, BadRecord, _series, heatmap, read_metrics  # noqa: E402
 from analysis.tables import LEGEND, cell, grid, grokked_share  # noqa: E402
+from grok import checkpoint  # noqa: E402
+from grok.tracking import CHECKPOINT  # noqa: E402
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 h1{font-size:1.4em;overflow-wrap:anywhere}h2{border-bottom:1px solid #ccc;padding-top:.5em}
@@ -55,25 +56,17 @@ def _mark(ax, summary: dict, color=None):
 def spectrum(run_dir, p) -> dict | None:
     """{"W_E": norms, "W_L": norms} per frequency 0..(p-1)//2 (0: the constant) of the final
     weights, or None where the run has no such weights (another task or model)."""
-    import torch
-
-    from grok.measures import fourier_norms
+    from grok.measures import fourier_coeffs, frequency_norms
 
     try:
-        ck = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
+        ck = checkpoint.read(Path(run_dir) / CHECKPOINT)
         w = ck["model"]
         W_E, W_L = w["W_E"][:p].double(), (w["W_out"].double() @ w["W_U"].double())
     except Exception:  # noqa: BLE001 - no checkpoint, another layout: no spectrum, said on the page
         return None
     if W_L.shape[-1] != p or W_E.dim() != 2 or W_L.dim() != 2:
         return None
-    out = {}
-    for name, W in (("W_E", W_E), ("W_L", W_L.T)):
-        n = fourier_norms(W).pow(2)
-        K = (p - 1) // 2
-        per_k = [n[0]] + [n[2 * k - 1] + n[2 * k] for k in range(1, K + 1)]
-        out[name] = np.sqrt(np.array([float(v) for v in per_k]))
-    return out
+    return {name: frequency_norms(fourier_coeffs(W)).numpy() for name, W in (("W_E", W_E), ("W_L", W_L.T))}
 
 
 def cell_figure(part: pd.DataFrame, metrics: dict, spectra: dict, log_steps: bool) -> str:

@@ -39,12 +39,30 @@ def diff(a, b, prefix="") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def save(path: Path, state: dict) -> None:
-    # Serialised in memory first: the file is then written by plain writes, whose errors (a full
-    # disk) say what they are, where torch's own file writer gives a cryptic message.
+class Unreadable(Exception):
+    """A file `read` refuses: corrupt, truncated, or holding objects other than tensors and plain
+    containers. Its text says why, in one line."""
+
+
+def read(path):
+    """A tensors-only file (a checkpoint, a weight snapshot, an init source) on the CPU. The one
+    place a run folder's files are loaded: `weights_only=True`, so nothing is ever unpickled."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, truncated, or holding more than tensors
+        raise Unreadable(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}") from None
+
+
+def write(path: Path, obj) -> None:
+    """torch.save, atomically. Serialised in memory first: the file is then written by plain
+    writes, whose errors (a full disk) say what they are, where torch's own writer is cryptic."""
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buf)
+    torch.save(obj, buf)
     atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+def save(path: Path, state: dict) -> None:
+    write(path, {"format": FORMAT, **state})
 
 
 def refusal(folder, changed: list[str]) -> RunRefused:
@@ -57,10 +75,10 @@ def load(path: Path, cfg: DictConfig) -> dict | None:
     if not path.exists():
         return None
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or holding objects other than tensors
-        raise RuntimeError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:200]}); move it away to start this run again") from None
+        ck = read(path)
+    except Unreadable as e:
+        raise RuntimeError(f"{path} is not a readable checkpoint ({e}); move it away to start this "
+                           f"run again") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise RuntimeError(f"{path} is not a checkpoint this version can resume; use a new run folder")
     changed = diff(ck["fingerprint"], fingerprint(cfg))

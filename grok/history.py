@@ -12,13 +12,13 @@ so a folder never holds two versions of a step, nor a snapshot a run trained at 
 the kept `steps`, `weights(step)` and `model(step)`.
 """
 
-import io
 import re
 from pathlib import Path
 
 import torch
 
-from grok.tracking import CHECKPOINT, CONFIG, METRICS, atomic_write, read_summary
+from grok import checkpoint
+from grok.tracking import CHECKPOINT, CONFIG, METRICS, read_summary
 
 SNAPSHOTS = "snapshots"
 _NAME = re.compile(r"step_(\d+)\.pt")
@@ -41,10 +41,8 @@ def save_snapshot(run_dir, step: int, model: torch.nn.Module) -> None:
     view into a pack does not drag the whole pack's storage into the file."""
     path = snapshot_path(run_dir, step)
     path.parent.mkdir(exist_ok=True)
-    buf = io.BytesIO()
-    torch.save({"step": step, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}},
-               buf)
-    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+    checkpoint.write(path, {"step": step, "model": {k: v.detach().cpu().clone()
+                                                    for k, v in model.state_dict().items()}})
 
 
 def drop_snapshots_after(run_dir, step: int, also_at: bool = False) -> list[int]:
@@ -57,9 +55,9 @@ def drop_snapshots_after(run_dir, step: int, also_at: bool = False) -> list[int]
 
 def _load(path: Path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt, truncated, or holding more than tensors
-        raise RuntimeError(f"{path} is not a readable weights file ({type(e).__name__})") from None
+        return checkpoint.read(path)
+    except checkpoint.Unreadable as e:
+        raise RuntimeError(f"{path} is not a readable weights file ({e})") from None
 
 
 class RunRecord:

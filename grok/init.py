@@ -77,9 +77,9 @@ def checkpoint_path(source) -> Path:
 
 @functools.lru_cache(maxsize=32)
 def _read(path: str, stamp) -> dict:
-    import torch
+    from grok import checkpoint
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return checkpoint.read(path)
 
 
 def read_source(source) -> dict:
@@ -93,12 +93,13 @@ def read_source(source) -> dict:
     if not path.is_file():
         raise ConfigError(f"{where}: holds no checkpoint.pt (not a run folder, or a run that never "
                           f"checkpointed)")
+    from grok.checkpoint import Unreadable
+
     try:
         st = path.stat()
         ck = _read(str(path.resolve()), (st.st_mtime_ns, st.st_size))
-    except Exception as e:  # noqa: BLE001 - corrupt, truncated, or holding more than tensors
-        raise ConfigError(f"{where}: {path} is not a readable checkpoint ({type(e).__name__}: "
-                          f"{' '.join(str(e).split())[:200]})") from None
+    except Unreadable as e:
+        raise ConfigError(f"{where}: {path} is not a readable checkpoint ({e})") from None
     if not isinstance(ck, dict) or not isinstance(ck.get("model"), dict):
         raise ConfigError(f"{where}: {path} is not a run's checkpoint (no model weights)")
     if not ck.get("done"):

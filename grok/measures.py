@@ -118,6 +118,13 @@ def _cos_sin_norms(coeffs: torch.Tensor):
     return norms[1:2 * K + 1:2], norms[2:2 * K + 2:2]
 
 
+def frequency_norms(coeffs: torch.Tensor) -> torch.Tensor:
+    """Norm per frequency, (K+1,): the constant, then each frequency's cos and sin rows together
+    (what a spectrum plot of the weights shows)."""
+    mu, nu = _cos_sin_norms(coeffs)
+    return torch.cat([coeffs[:1].double().norm(dim=1), (mu ** 2 + nu ** 2).sqrt()])
+
+
 def ffs(coeffs: torch.Tensor, eta: float = 0.5) -> float:
     """Fourier Frequency Sparsity: the fraction of cos and sin components whose norm exceeds eta
     times the largest of their kind. Low = few dominant frequencies (addition)."""
