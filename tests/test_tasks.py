@@ -45,16 +45,56 @@ def test_targets_only_at_declared_positions_and_within_the_output_range(name):
     assert len(task.position_names) == len(task.positions)
 
 
-@pytest.mark.parametrize("n_digits,base", [(5, 10), (3, 7)])
-def test_digits_add_is_exact_addition(n_digits, base):
-    task, tokens, targets = examples("digits_add", 200, f"task.n_digits={n_digits}", f"task.base={base}")
+@pytest.mark.parametrize("n_digits,base,answer", [(5, 10, "msd_first"), (3, 7, "msd_first"),
+                                                   (5, 10, "lsd_first"), (4, 7, "lsd_first")])
+def test_digits_add_is_exact_addition(n_digits, base, answer):
+    task, tokens, targets = examples("digits_add", 200, f"task.n_digits={n_digits}", f"task.base={base}",
+                                     f"task.answer={answer}")
     n = n_digits
     for t, y in zip(tokens, targets):
         a, b = number(t[:n], base), number(t[n + 1:2 * n + 1], base)
         assert t[n] == task.PLUS and t[2 * n + 1] == task.EQ
-        answer = y[2 * n + 1:]                         # n+1 digits, most significant first
-        assert number(answer, base) == a + b
-        assert (t[2 * n + 2:] == answer[:-1]).all()    # teacher forcing: the digits so far
+        answer_digits = y[2 * n + 1:]                  # n+1 digits, in the task's order
+        if answer == "lsd_first":
+            answer_digits = answer_digits[::-1]
+        assert number(answer_digits, base) == a + b
+        assert (t[2 * n + 2:] == y[2 * n + 1:-1]).all()  # teacher forcing: the digits so far
+    # per-digit metrics keep their meaning in either order: digit0 is the sum's leading digit
+    assert task.position_names[-1 if answer == "lsd_first" else 0] == "digit0"
+
+
+def test_digits_add_carry_chains_and_the_accuracy_split_by_them():
+    """A sum has a carry chain when a column adding to base-1 receives a carry (4 9 + 0 1). A
+    stand-in model that adds each column and carries only what the column just below generates
+    (no chains) is right on exactly the sums without one."""
+    cfg = compose_cfg(["task=digits_add", "task.n_train=100", "task.n_test=2000"])
+    task = build_task(cfg)
+    data = make_data(task, cfg)
+    n = task.n
+
+    def chained(a, b):  # by hand, from Python integers
+        carry, chain = 0, False
+        for i in range(n):
+            col = a // 10 ** i % 10 + b // 10 ** i % 10
+            chain |= carry == 1 and col == 9
+            carry = int(col + carry >= 10)
+        return chain
+
+    probe = task.probe(data, "cpu")
+    tokens = probe[0].tolist()
+    want = [chained(number(t[:n]), number(t[n + 1:2 * n + 1])) for t in tokens]
+    assert probe[2].tolist() == want and 0.1 < np.mean(want) < 0.3  # ~17% for 5 random digits
+
+    class NoChains(torch.nn.Module):
+        def logits_at(self, tok, at):
+            a, b = tok[:, :n].long(), tok[:, n + 1:2 * n + 1].long()
+            col = torch.cat([torch.zeros(len(tok), 1, dtype=torch.long), a + b], 1)  # (B, n+1)
+            below = torch.cat([(a + b >= 10).long(), torch.zeros(len(tok), 1, dtype=torch.long)], 1)
+            return torch.nn.functional.one_hot((col + below) % 10, task.n_out).float()
+
+    m = task.measures(NoChains(), probe, True, cfg.measures)
+    assert m["acc_no_carry_chain"] == 1.0 and m["acc_carry_chain"] == 0.0
+    assert task.stats(data)["carry_chain_frac_test"] == pytest.approx(np.mean(want), abs=0.03)
 
 
 def test_repeat_subseq_targets_are_the_predictable_repeated_tokens():
@@ -186,6 +226,7 @@ def test_a_small_universe_is_drawn_whole_and_an_oversized_request_refused():
     (["task=sort", "task.min_length=7", "task.length=5"], "task.min_length=7"),
     (["task=digits_add", "task.base=1"], "task.base=1"),
     (["task=digits_add", "task.n_digits=0"], "task.n_digits=0"),
+    (["task=digits_add", "task.answer=backwards"], "task.answer='backwards'"),
     (["task=gcd", "task.sampling=normal"], "task.sampling='normal'"),
     (["task=repeat_subseq", "task.span_max=13", "task.length=24"], "task.span_max=13"),
     (["task=max_element", "task.n_train=0"], "task.n_train=0"),

@@ -35,7 +35,13 @@ def _width(n_max: int, base: int) -> int:
 
 class DigitsAdd(Task):
     """`a_1 .. a_n + b_1 .. b_n = c_0 .. c_n` (seed 000: n = 5, 1L transformer): the model predicts
-    the n+1 digits of the sum after "=", one loss per digit."""
+    the n+1 digits of the sum after "=", one loss per digit.
+
+    `answer: msd_first` writes the sum as seed 000 does. Then the carry into a digit can depend on
+    every lower column (a column summing to base-1 passes a carry on: 4 9 + 0 1), which a one-layer
+    model reading the operands at once has to compute in one step. `lsd_first` writes the sum
+    backwards, so the carry into each digit is read off the previous answer digit and its own
+    column. The measures split test accuracy by whether a sum has such a carry chain."""
 
     finite = False
 
@@ -44,14 +50,19 @@ class DigitsAdd(Task):
         self.name = t.name
         self.n = n = need_int(t, "n_digits", 1, 15)  # sums stay far inside int64
         self.base = need_int(t, "base", 2, 100)
+        self.order = t.get("answer", "msd_first")
+        if self.order not in ("msd_first", "lsd_first"):
+            raise ConfigError(f"task.answer={self.order!r}: msd_first or lsd_first")
         self.PLUS, self.EQ = self.base, self.base + 1
         self.vocab, self.n_out = self.base + 2, self.base
         self.n_ctx = 3 * n + 2  # the last answer digit is a target, never an input
         self.positions = tuple(range(2 * n + 1, 3 * n + 2))
-        self.position_names = tuple(f"digit{i}" for i in range(n + 1))
+        names = [f"digit{i}" for i in range(n + 1)]  # digit0: the sum's leading digit
+        self.position_names = tuple(names if self.order == "msd_first" else names[::-1])
 
     def describe(self):
-        return f"{self.n}-digit addition, base {self.base}"
+        order = "" if self.order == "msd_first" else ", sum reversed"
+        return f"{self.n}-digit addition, base {self.base}{order}"
 
     def capacity(self):
         return self.base ** (2 * self.n)
@@ -60,10 +71,50 @@ class DigitsAdd(Task):
         top = self.base ** self.n
         a, b = rng.integers(0, top, n_examples), rng.integers(0, top, n_examples)
         N = len(a)
+        total = digits(a + b, self.n + 1, self.base)
+        if self.order == "lsd_first":
+            total = total[:, ::-1]
         seq = np.concatenate([digits(a, self.n, self.base), np.full((N, 1), self.PLUS),
                               digits(b, self.n, self.base), np.full((N, 1), self.EQ),
-                              digits(a + b, self.n + 1, self.base)], axis=1)
+                              total], axis=1)
         return answer_after(seq, 2 * self.n + 2)
+
+    def carry_chain(self, tokens) -> np.ndarray:
+        """(N,) bool: the sum has a column whose digits add to base-1 and that gets a carry from
+        below, so the carry travels on through it (exact, from the operand tokens)."""
+        t = np.asarray(tokens, dtype=np.int64)
+        col = t[:, :self.n] + t[:, self.n + 1:2 * self.n + 1]  # column sums, most significant first
+        carry = np.zeros(len(t), dtype=bool)
+        chain = np.zeros(len(t), dtype=bool)
+        for j in range(self.n - 1, -1, -1):
+            chain |= carry & (col[:, j] == self.base - 1)
+            carry = col[:, j] + carry >= self.base
+        return chain
+
+    def stats(self, data) -> dict:
+        """Share of test sums with a carry chain (what a model that never chains gets wrong)."""
+        return {"carry_chain_frac_test": float(self.carry_chain(data.test[0]).mean())}
+
+    def probe(self, data, device):
+        tokens, targets = data.test[0][:2048], data.test[1][:2048]
+        return tokens.to(device), targets.to(device), self.carry_chain(tokens.cpu())
+
+    def measures(self, model, probe, full, mc) -> dict:
+        """Weight norms, and whole-sum test accuracy on sums with and without a carry chain
+        (`acc_carry_chain`, `acc_no_carry_chain`)."""
+        import torch
+
+        from grok.measures import weight_sq
+
+        tokens, targets, chain = probe
+        with torch.no_grad():
+            pred = model.logits_at(tokens, self.positions).argmax(-1)  # (B, K): a single model
+        right = (pred == targets).all(-1).cpu().numpy()
+        out = weight_sq(model)
+        for key, mask in (("acc_carry_chain", chain), ("acc_no_carry_chain", ~chain)):
+            if mask.any():
+                out[key] = float(right[mask].mean())
+        return out
 
 
 def is_prime(n: int) -> bool:
