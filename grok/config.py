@@ -350,12 +350,22 @@ def _logger(cfg) -> None:
 
 # -- what a run can afford -------------------------------------------------------------------
 
-def memory_estimate(cfg, n_pairs: int) -> dict[str, int]:
+def param_copies(cfg) -> int:
+    """Parameter-sized tensors a run keeps while it trains: weights, gradients, two Adam moments,
+    and a Grokfast filter's state (its EMA, or the last `window` gradients: Grokfast-MA at window
+    100 keeps 100 copies, by far the largest part for small models)."""
+    grokfast = _select(_view(cfg), "optimizer").get("grokfast") or {}
+    return 4 + {"ema": 1, "ma": int(grokfast.get("window") or 0)}.get(grokfast.get("filter"), 0)
+
+
+def memory_estimate(cfg, n_pairs: int, vocab: int | None = None) -> dict[str, int]:
     """Rough peak bytes of one run trained alone, by part. The peak is weights + data + the
     largest of train, test and measures (a pack of R runs needs about R times that; the packed
-    launcher sizes its packs itself):
+    launcher sizes its packs itself). `vocab`: the task's input tokens (a mixture adds one per
+    op), by default the layout's.
 
-    - weights: parameters, their gradients and two Adam moments;
+    - weights: parameters, their gradients, two Adam moments and any Grokfast state
+      (`param_copies`);
     - data: tokens, labels and indices of every pair, and the p x p grid of the measures;
     - train: one forward and backward over the train set. Per example: the logits over p
       classes with their float64 log-softmax and its gradient (the term that grows like p^3),
@@ -377,7 +387,7 @@ def memory_estimate(cfg, n_pairs: int) -> dict[str, int]:
         m["impl"] = "tables" if m["impl"] == "auto" and _select(c, "model.n_layers") == 1 else "full"
     p, w = _select(c, "p"), DTYPE_BYTES[_select(c, "train.dtype")]
     d, h, e, f = m["d_model"], m["n_heads"], m["d_head"], m["d_mlp"]
-    vocab = p + 1 if m["layout"] == "nanda" else p + 5
+    vocab = vocab or (p + 1 if m["layout"] == "nanda" else p + 5)
     params = (vocab * d + N_CTX * d * m["pos_embed"] + 4 * h * d * e + 2 * d * f
               + (f + d) * m["mlp_bias"] + d * p)
     if m["impl"] == "full":
@@ -393,7 +403,7 @@ def memory_estimate(cfg, n_pairs: int) -> dict[str, int]:
     measures = _select(c, "measures.full_every") > 0
     grid = p * p
     return {
-        "weights": 4 * params * w,
+        "weights": param_copies(c) * params * w,
         "data": n_pairs * 8 * 6 + grid * 8 * 4,
         "train": tables + n_train * train,
         "test": tables + (n_pairs - n_train) * test,
@@ -401,12 +411,12 @@ def memory_estimate(cfg, n_pairs: int) -> dict[str, int]:
     }
 
 
-def _memory(cfg, n_pairs: int) -> None:
+def _memory(cfg, task) -> None:
     """Refuse a run whose estimated peak memory exceeds train.max_memory_gb (null: no limit)."""
     budget = _select(cfg, "train.max_memory_gb")
     if budget is None:
         return
-    parts = memory_estimate(cfg, n_pairs)
+    parts = memory_estimate(cfg, task.size(), task.vocab)
     peak = parts["weights"] + parts["data"] + max(parts["train"], parts["test"], parts["measures"])
     if peak > budget * 2**30:
         big = max(parts, key=parts.get)
@@ -443,7 +453,7 @@ def validate(cfg: DictConfig, device_here: bool = True, reference: DictConfig | 
     _grok(cfg)
     _logger(cfg)
     if (hasattr(task, "op") or hasattr(task, "ops")) and _select(cfg, "model.arch") == "transformer":
-        _memory(cfg, task.size())  # estimated for modular ops (p x p pairs and grids)
+        _memory(cfg, task)  # estimated for modular ops (p x p pairs and grids)
     from grok.init import check_init  # a source run to start from: exists, complete, fits
 
     check_init(original, task)

@@ -271,6 +271,29 @@ def test_memory_estimate_grows_like_p_cubed():
     assert 6 < peak(800) / peak(400) < 9
 
 
+
+def test_memory_estimate_counts_grokfast_state_and_a_mixtures_op_tokens():
+    """Grokfast-MA keeps its last `window` gradients (window 100: 25x an AdamW run's weights part
+    at 4 copies), so a run that fits with AdamW can be refused with it; a mixture's op tokens
+    widen the embedding."""
+    from grok.config import ConfigError, memory_estimate, validate
+    from hydra_plugins.grok_launchers.packed_launcher import run_bytes
+
+    def weights(*o):
+        c = compose_cfg(["p=97", *o])
+        return memory_estimate(c, c.p * c.p)["weights"], run_bytes(c)
+
+    (adamw, adamw_run), (ema, _), (ma, ma_run) = (weights(), weights("optimizer=grokfast_ema"),
+                                                  weights("optimizer=grokfast_ma"))
+    assert ema * 4 == adamw * 5 and ma * 4 == adamw * 104
+    assert 0.95 < (ma_run - adamw_run) / (ma - adamw) < 1.05  # the packed launcher counts them too
+    c = compose_cfg(["p=97"])
+    assert memory_estimate(c, 2 * 97 * 97, vocab=97 + 1 + 2)["weights"] > adamw
+    tight = ["p=97", "train.max_memory_gb=0.2"]
+    validate(compose_cfg(tight))
+    with pytest.raises(ConfigError, match="mostly weights"):
+        validate(compose_cfg([*tight, "optimizer=grokfast_ma", "optimizer.grokfast.window=2000"]))
+
 MEASURE = """
 import json, re, sys, tempfile
 sys.path.insert(0, {root!r})

@@ -47,7 +47,9 @@ def n_train(cfg) -> int:
 def run_bytes(cfg) -> int:
     """Rough bytes one run needs in a pack's training step: its largest activations (MLP pre and
     post, residuals, float32 and float64 logits and their gradients) over every training pair,
-    plus weights, gradients and two optimizer moments."""
+    plus its parameter-sized tensors (weights, gradients, optimizer state: `param_copies`)."""
+    from grok.config import param_copies
+
     m = cfg.model
     n = n_train(cfg)
     from grok.train import DTYPES
@@ -57,7 +59,7 @@ def run_bytes(cfg) -> int:
     acts += n * cfg.p * (2 * width + 3 * 8)
     params = (cfg.p + 5) * m.d_model + 4 * m.n_heads * m.d_model * m.d_head + 2 * m.d_model * m.d_mlp \
         + m.d_model * cfg.p
-    return acts + 4 * params * width
+    return acts + param_copies(cfg) * params * width
 
 
 def plan_packs(cfgs, max_pack: int | None) -> list[list[int]]:
