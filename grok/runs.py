@@ -330,7 +330,7 @@ class Run:
         # a full disk) is rebuilt from it, and a complete summary.json is never overwritten.
         self.save(model, opt_state, padded, done=True, summary=summary)
         self.record.write_summary(summary)
-        self.wandb.finish(summary, self.metrics)
+        self.wandb.finish(summary)
         log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
                  self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],
                  summary["best_test_acc"], summary["wall_time_s"], summary["steps_per_s"], extra=self._log)

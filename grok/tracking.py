@@ -189,14 +189,13 @@ class WandbRun:
                 log.warning("W&B logging failed, disabling it: %s", e)
                 self.run = None
 
-    def finish(self, summary: dict | None = None, rows: list[dict] | None = None) -> None:
-        """Summary and verdict tag, the run's summary.json (and with `rows` the final plot) as
-        files, the checkpoint as an artifact if `logger.log_checkpoint`."""
+    def finish(self, summary: dict | None = None) -> None:
+        """Summary and verdict tag, the run's summary.json and its plot (the figure
+        `python -m analysis plots` draws) as files, the checkpoint as an artifact if
+        `logger.log_checkpoint`."""
         if self.run is None:
             return
         try:
-            from grok import wandb_view as view
-
             if summary:
                 # grok and memorisation steps stay even when null: "never reached" is a result
                 self.run.summary.update({k: v for k, v in summary.items() if v is not None or k in (
@@ -208,10 +207,10 @@ class WandbRun:
                     self.run.tags = (*old, summary["verdict"])
             if (self.dir / SUMMARY).exists():
                 self._save(self.dir / SUMMARY)
-            if rows and summary and self.cfg.logger.get("log_plot", True):
-                plot = Path(self.run.dir) / "curves.png"
-                view.final_plot(rows, summary, plot)
-                self._save(plot)
+            if summary and self.cfg.logger.get("log_plot", True) and (self.dir / METRICS).exists():
+                from analysis.plots import plot_run
+
+                self._save(plot_run(self.dir, Path(self.run.dir) / "curves.png"))
             if self.cfg.logger.get("log_checkpoint") and (self.dir / CHECKPOINT).exists():
                 import wandb
 

@@ -81,28 +81,3 @@ def histogram(key: str, values: list):
 def wandb_row(row: dict) -> dict:
     """An eval row as W&B gets it: lists of numbers as histograms, the rest as it is."""
     return {k: histogram(k, v) if _numbers(v) else v for k, v in row.items()}
-
-
-def final_plot(rows: list[dict], summary: dict, path) -> None:
-    """Train and test accuracy and loss against the step (linear axis), memorisation and grok
-    steps marked: the run at a glance, for W&B's files tab."""
-    from matplotlib.figure import Figure  # no pyplot: no backend, no global state, faster
-
-    steps = [r["step"] for r in rows]
-    fig = Figure(figsize=(9, 3.2))
-    acc, loss = fig.subplots(1, 2)
-    for split in ("train", "test"):
-        acc.plot(steps, [r[f"{split}_acc"] for r in rows], label=split)
-        loss.plot(steps, [r[f"{split}_loss"] for r in rows], label=split)
-    for ax in (acc, loss):
-        for key, style in (("memorisation_step", ":"), ("grok_step", "--")):
-            if summary.get(key) is not None:
-                ax.axvline(summary[key], color="grey", linestyle=style, label=key.replace("_", " "))
-        ax.set_xlabel("step")
-    acc.set_ylabel("accuracy")
-    loss.set_ylabel("loss")
-    loss.set_yscale("log")
-    acc.legend(fontsize=7)
-    fig.suptitle(f"{summary.get('verdict', '')}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)

@@ -73,8 +73,13 @@ def test_list_measures_are_histograms(logged):
 
 
 def test_files_and_checkpoint_artifact(logged):
-    _, wb, _, _ = logged
+    d, wb, _, _ = logged
     assert {"config.yaml", "summary.json", "curves.png"} <= set(wb["files"])
+    # the plot is the run figure of `python -m analysis plots` (loss, accuracy, measures: 1500x400)
+    (png,) = d.glob("wandb/offline-run-*/files/curves.png")
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) == (1500, 400)
     (art,) = wb["artifacts"]
     assert art["type"] == "model" and art["files"] == ["checkpoint.pt"]
 
