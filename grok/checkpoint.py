@@ -19,7 +19,15 @@ FORMAT = 2
 
 
 def fingerprint(cfg: DictConfig) -> dict:
-    c = OmegaConf.to_container(cfg, resolve=True)
+    return canonical(OmegaConf.to_container(cfg, resolve=True))
+
+
+def canonical(c: dict) -> dict:
+    """A config as a run's identity: without the keys a run may change and still resume, and
+    without `task.op` beside a top-level `op` (the op trained; task.op only gives its default,
+    and config.yaml shows the op trained there since this version)."""
+    if "op" in c and isinstance(c.get("task"), dict):
+        c["task"].pop("op", None)
     for key in RESUMABLE_CHANGES:
         *parents, last = key.split(".")
         node = c
@@ -81,7 +89,7 @@ def load(path: Path, cfg: DictConfig) -> dict | None:
                            f"run again") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise RuntimeError(f"{path} is not a checkpoint this version can resume; use a new run folder")
-    changed = diff(ck["fingerprint"], fingerprint(cfg))
+    changed = diff(canonical(ck["fingerprint"]), fingerprint(cfg))
     if changed:
         raise refusal(Path(path).parent, changed)
     return ck

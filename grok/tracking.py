@@ -77,6 +77,15 @@ def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def as_trained(cfg: DictConfig) -> dict:
+    """The resolved config as trained, what config.yaml and W&B show: `task.op` is the op the run
+    learned (the top-level `op`), not the task's default, which an `op=` override leaves behind."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    if "op" in c and isinstance(c.get("task"), dict) and "op" in c["task"]:
+        c["task"]["op"] = c["op"]
+    return c
+
+
 class LocalRecord:
     """config.yaml (resolved); metrics.jsonl, one JSON object per eval (read it with
     `pd.read_json(path, lines=True, precise_float=True)`: without precise_float pandas rounds
@@ -87,7 +96,7 @@ class LocalRecord:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def write_config(self, cfg: DictConfig) -> None:
-        write_text(self.dir / CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+        write_text(self.dir / CONFIG, OmegaConf.to_yaml(OmegaConf.create(as_trained(cfg))))
 
     @staticmethod
     def metrics_text(rows: list[dict]) -> str:
@@ -157,7 +166,7 @@ class WandbRun:
             self.run = wandb.init(
                 project=cfg.logger.project, entity=cfg.logger.entity, group=str(cfg.sweep_id),
                 job_type="train", dir=str(run_dir), mode=cfg.logger.mode, id=run_id,
-                resume="allow", config=view.run_config(cfg),
+                resume="allow", config=as_trained(cfg),
                 name=view.run_name(cfg, task) if task else None,
                 tags=view.run_tags(cfg, task) if task else None,
                 reinit="create_new",  # the runs of a pack are open at once, one W&B run each

@@ -11,7 +11,7 @@ steps, with lists as `wandb.Histogram`:
 """
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 # The summary W&B keeps of these, besides the last value.
 SUMMARIES = {"test_acc": "max,last", "train_acc": "max,last", "test_loss": "min,last",
@@ -42,15 +42,6 @@ def op_kind(task) -> str | None:
 def run_tags(cfg: DictConfig, task) -> list[str]:
     tags = [cfg.task.name, op_kind(task), f"model:{cfg.model.name}", f"opt:{cfg.optimizer.name}"]
     return [t[:64] for t in dict.fromkeys(tags) if t]  # W&B: at most 64 characters a tag
-
-
-def run_config(cfg: DictConfig) -> dict:
-    """The resolved config as trained: `task.op` is the op the run learned (the top-level `op`),
-    not the task's default, which an `op=` override leaves behind."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    if "op" in c and isinstance(c.get("task"), dict) and "op" in c["task"]:
-        c["task"]["op"] = c["op"]
-    return c
 
 
 def define_metrics(run) -> None:

@@ -247,6 +247,30 @@ def test_a_finished_run_continued_to_a_longer_budget_equals_one_never_stopped(tm
     assert all(torch.equal(wa["model"][k], wb["model"][k]) for k in wb["model"])
 
 
+
+def test_config_yaml_shows_the_op_trained_and_older_folders_still_resume(tmp_path):
+    """config.yaml's task.op is the op the run learned (not poly's default). A folder written
+    before that (task.op the default, in config.yaml and the checkpoint's fingerprint) is the same
+    run: it resumes, and another op is still refused."""
+    from grok.checkpoint import read, write
+    from grok.folders import RunRefused
+
+    base = ["logger=none", *TINY, "task=poly", "op=x2+y2", "measures=off"]
+    run(compose_cfg([*base, "train.steps=20"]), tmp_path / "a")
+    saved = OmegaConf.load(tmp_path / "a" / "config.yaml")
+    assert saved.op == saved.task.op == "x2+y2"
+    default = compose_cfg(["task=poly"]).task.op
+    assert default != "x2+y2"
+    saved.task.op = default  # as the previous version wrote it
+    (tmp_path / "a" / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    ck = read(tmp_path / "a" / "checkpoint.pt")
+    ck["fingerprint"]["task"] = {**ck["fingerprint"]["task"], "op": default}
+    write(tmp_path / "a" / "checkpoint.pt", ck)
+    s = run(compose_cfg([*base, "train.steps=40"]), tmp_path / "a")
+    assert s["resumed_from"] == 20 and s["steps"] == 40
+    with pytest.raises(RunRefused, match="op"):
+        run(compose_cfg([*base[:-2], "op=x+y", "measures=off", "train.steps=60"]), tmp_path / "a")
+
 # -- 3. one process per run folder --------------------------------------------------------------
 
 def test_a_launch_into_a_folder_in_use_is_refused_with_the_holders_pid(tmp_path):
