@@ -2,7 +2,7 @@
 PY ?= python
 SWEEP ?=
 
-.PHONY: help install run test test-fast lint bench grid-table plots report slurm-up slurm-down clean
+.PHONY: help install run test test-fast test-slow lint bench grid-table plots report slurm-up slurm-down clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -13,11 +13,15 @@ install: ## Install the project with test extras (CPU torch 2.13.0 pinned first)
 run: ## Run the small default experiment (groks in well under a minute on 2 cores)
 	$(PY) launch.py
 
-test: ## Run the whole test suite (what CI runs)
+test: ## Run the whole test suite, default then slow (what CI runs)
+	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m slow
+
+test-fast: ## Run the default suite (the tests not marked slow; ~5 min on 2 cores)
 	$(PY) -m pytest -q
 
-test-fast: ## Run the tests not marked slow
-	$(PY) -m pytest -q -m "not slow"
+test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~13 min on 2 cores)
+	$(PY) -m pytest -q -m slow
 
 lint: ## ruff (style, unused names, import order)
 	$(PY) -m ruff check grok analysis launch.py bench tests
