@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import math
+import os
 from pathlib import Path
 
 import matplotlib
@@ -188,7 +189,7 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
                 body.append(f'<tr id="{_anchor("run", k, i, j, row.seed)}"><td>{row.seed}</td>'
                             f"<td>{html.escape(str(row.verdict))}</td><td>{_num(row.memorisation_step)}</td>"
                             f"<td>{_num(row.grok_step)}</td><td>{row.best_test_acc:.3f}</td>"
-                            f"<td>{html.escape(str(row.run))}</td></tr>")
+                            f"<td>{_folder_link(row.run, out_html)}</td></tr>")
             body.append("</table>")
             fig = measures_figure(members, metrics, log_steps)
             body.append(fig or '<p class="note">no progress measures recorded</p>')
@@ -202,6 +203,13 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
 
     atomic_write(Path(out_html), lambda f: f.write(page.encode()))
     return Path(out_html)
+
+
+def _folder_link(run, out_html) -> str:
+    """The run's folder by its own name, linked relative to the page (the full path on hover)."""
+    rel = os.path.relpath(Path(run).resolve(), Path(out_html).resolve().parent)
+    return (f'<a href="{html.escape(Path(rel).as_posix())}/" title="{html.escape(str(run))}">'
+            f"{html.escape(Path(run).name)}</a>")
 
 
 def _num(v) -> str:

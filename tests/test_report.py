@@ -275,6 +275,12 @@ def test_report_is_one_self_contained_page_with_linked_cells(small, tmp_path, ca
     assert text.count("<svg") == 1 and "share of seeds that generalised" in text
     for seed in (0, 1):
         assert re.search(rf'<tr id="run-0-\d-\d-{seed}">', text)
+    # each run named by its folder, linked relative to the page
+    folders = re.findall(r'<td><a href="([^"]+)/" title="[^"]+">([^<]+)</a></td>', text)
+    assert len(folders) == 4
+    for href, name in folders:
+        target = (page.parent / href).resolve()
+        assert target.is_dir() and target.name == name and (target / "summary.json").exists()
 
 
 def test_report_spectrum_is_the_fourier_norms_of_the_final_weights(small):
