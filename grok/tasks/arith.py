@@ -26,6 +26,23 @@ def answer_after(seq: np.ndarray, first: int):
     return seq[:, :-1], targets_from(seq, mask)[:, :-1]
 
 
+PROBE = 2048  # test examples the per-group accuracies read
+
+
+def answers_right(model, tokens, targets, positions) -> np.ndarray:
+    """(B,) bool: whether a single run's model gets every answer token of each example right."""
+    import torch
+
+    with torch.no_grad():
+        pred = model.logits_at(tokens, positions).argmax(-1)  # (B, K)
+    return (pred == targets).all(-1).cpu().numpy()
+
+
+def accuracy_over(right: np.ndarray, groups: dict) -> dict:
+    """Accuracy within each named group of examples (a boolean mask); empty groups left out."""
+    return {key: float(right[mask].mean()) for key, mask in groups.items() if mask.any()}
+
+
 def _width(n_max: int, base: int) -> int:
     w = 1
     while base ** w <= n_max:
@@ -96,25 +113,18 @@ class DigitsAdd(Task):
         return {"carry_chain_frac_test": float(self.carry_chain(data.test[0]).mean())}
 
     def probe(self, data, device):
-        tokens, targets = data.test[0][:2048], data.test[1][:2048]
+        tokens, targets = data.test[0][:PROBE], data.test[1][:PROBE]
         return tokens.to(device), targets.to(device), self.carry_chain(tokens.cpu())
 
     def measures(self, model, probe, full, mc) -> dict:
         """Weight norms, and whole-sum test accuracy on sums with and without a carry chain
         (`acc_carry_chain`, `acc_no_carry_chain`)."""
-        import torch
-
         from grok.measures import weight_sq
 
         tokens, targets, chain = probe
-        with torch.no_grad():
-            pred = model.logits_at(tokens, self.positions).argmax(-1)  # (B, K): a single model
-        right = (pred == targets).all(-1).cpu().numpy()
-        out = weight_sq(model)
-        for key, mask in (("acc_carry_chain", chain), ("acc_no_carry_chain", ~chain)):
-            if mask.any():
-                out[key] = float(right[mask].mean())
-        return out
+        right = answers_right(model, tokens, targets, self.positions)
+        return {**weight_sq(model), **accuracy_over(right, {"acc_carry_chain": chain,
+                                                            "acc_no_carry_chain": ~chain})}
 
 
 def is_prime(n: int) -> bool:
@@ -222,30 +232,21 @@ class GCD(Task):
         return out
 
     def probe(self, data, device):
-        tokens, targets = data.test[0][:2048], data.test[1][:2048]
+        tokens, targets = data.test[0][:PROBE], data.test[1][:PROBE]
         return tokens.to(device), targets.to(device), self.gcd_of(targets.cpu())
 
     def measures(self, model, probe, full, mc) -> dict:
         """Weight norms, and test accuracy by gcd: `acc_by_gcd/<g>` for g = 1..10 (when the probe
         has at least 10 of them), and over gcds made of the base's primes or not
         (`acc_gcd_smooth`, `acc_gcd_other`)."""
-        import torch
-
         from grok.measures import weight_sq
 
         tokens, targets, g = probe
-        with torch.no_grad():
-            pred = model.logits_at(tokens, self.positions).argmax(-1)  # (B, K): a single model
-        right = (pred == targets).all(-1).cpu().numpy()
-        out = weight_sq(model)
-        for v in range(1, 11):
-            if (g == v).sum() >= 10:
-                out[f"acc_by_gcd/{v}"] = float(right[g == v].mean())
+        right = answers_right(model, tokens, targets, self.positions)
         smooth = self.smooth(g)
-        for key, mask in (("acc_gcd_smooth", smooth), ("acc_gcd_other", ~smooth)):
-            if mask.any():
-                out[key] = float(right[mask].mean())
-        return out
+        groups = {f"acc_by_gcd/{v}": g == v for v in range(1, 11) if (g == v).sum() >= 10}
+        return {**weight_sq(model), **accuracy_over(right, {
+            **groups, "acc_gcd_smooth": smooth, "acc_gcd_other": ~smooth})}
 
     def sample(self, n, rng):
         a, b = self._operands(n, rng), self._operands(n, rng)
