@@ -20,7 +20,7 @@ test: ## Run the whole test suite, default then slow (what CI runs)
 test-fast: ## Run the default suite (the tests not marked slow; ~5 min on 2 cores)
 	$(PY) -m pytest -q
 
-test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~13 min on 2 cores)
+test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~15 min on 2 cores)
 	$(PY) -m pytest -q -m slow
 
 lint: ## ruff (style, unused names, import order)
