@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from grok import init as init_
 from grok.folders import RESUMABLE_CHANGES, RunRefused
 from grok.tracking import atomic_write
 
@@ -34,8 +35,7 @@ def canonical(c: dict) -> dict:
         for part in parents:
             node = node.get(part, {})
         node.pop(last, None)
-    init = c.get("init")
-    if isinstance(init, dict) and not (init.get("from") or init.get("load") or init.get("freeze")):
+    if isinstance(c.get("init"), dict) and not init_.active(c):
         c.pop("init")  # the seeded init (init=none): the same run as before the init group existed
     return c
 
