@@ -387,7 +387,9 @@ def memory_estimate(cfg, n_pairs: int, vocab: int | None = None) -> dict[str, in
         m["impl"] = "tables" if m["impl"] == "auto" and _select(c, "model.n_layers") == 1 else "full"
     p, w = _select(c, "p"), DTYPE_BYTES[_select(c, "train.dtype")]
     d, h, e, f = m["d_model"], m["n_heads"], m["d_head"], m["d_mlp"]
-    vocab = vocab or (p + 1 if m["layout"] == "nanda" else p + 5)
+    from grok.data import vocab_size
+
+    vocab = vocab or vocab_size(m["layout"], p)
     params = (vocab * d + N_CTX * d * m["pos_embed"] + 4 * h * d * e + 2 * d * f
               + (f + d) * m["mlp_bias"] + d * p)
     if m["impl"] == "full":
