@@ -68,6 +68,11 @@ def tag(dirs) -> str:
     return f"{names}-{hashlib.sha1(full.encode()).hexdigest()[:6]}"
 
 
+def default_cols(args) -> str:
+    """--cols, else op (frac when the rows are op)."""
+    return args.cols or ("frac" if args.rows == "op" else "op")
+
+
 def grids(runs, rows: str, cols: str, agg):
     """[(pool label, table, heatmap shades, pool)] for each pool of runs that differ in the seed
     (and the axes) alone."""
@@ -86,7 +91,7 @@ def cmd_grid(args):
 
     runs, dirs, out = _load(args)
     agg = grok_step_cell if args.cell == "grok-step" else cell
-    rows, cols = args.rows, args.cols or ("frac" if args.rows == "op" else "op")
+    rows, cols = args.rows, default_cols(args)
     try:
         tables = grids(runs, rows, cols, agg)
     except PoolError as e:
@@ -169,7 +174,7 @@ def cmd_report(args):
         sys.exit(f"error: no complete runs in {', '.join(map(str, dirs))}")
     out = Path(args.out) if args.out else dirs[0] / "analysis"
     out.mkdir(parents=True, exist_ok=True)
-    cols = args.cols or ("frac" if args.rows == "op" else "op")
+    cols = default_cols(args)
     try:
         page = write_report(runs, out / f"report_{tag(dirs)}.html", ", ".join(d.name or str(d) for d in dirs),
                             rows=args.rows, cols=cols, log_steps=args.log_steps, problems=problems)
@@ -243,17 +248,23 @@ def cmd_transfer(args):
     _write_tables(tables, "transfer", LEGEND, dirs, out)
 
 
+def folders_parser(sub, name: str, fn):
+    """A subcommand that reads sweep or run folders and writes its files under --out."""
+    p = sub.add_parser(name)
+    p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
+    p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
+    p.add_argument("--out", help="where to write files (default: <first dir>/analysis)")
+    p.set_defaults(fn=fn)
+    return p
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, fn in (("grid", cmd_grid), ("exponents", cmd_exponents), ("plots", cmd_plots),
                      ("report", cmd_report)):
-        p = sub.add_parser(name)
-        p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
-        p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
-        p.add_argument("--out", help="where to write files (default: <first dir>/analysis)")
-        p.set_defaults(fn=fn)
+        p = folders_parser(sub, name, fn)
         if name in ("grid", "report"):
             p.add_argument("--rows", default="frac", metavar="KEY",
                            help="config key or group on the rows: frac (default), op, task, model, "
@@ -271,11 +282,7 @@ def main(argv=None):
                            help="read synced runs from W&B instead of folders")
             p.add_argument("--group", help="with --wandb: one sweep (W&B group = sweep id)")
     for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer)):
-        p = sub.add_parser(name)
-        p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
-        p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
-        p.add_argument("--out", help="where to write files (default: <first dir>/analysis)")
-        p.set_defaults(fn=fn)
+        p = folders_parser(sub, name, fn)
     p = sub.add_parser("labels")
     p.add_argument("op")
     p.add_argument("--p", type=int, required=True)
