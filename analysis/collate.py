@@ -180,6 +180,13 @@ def model_name(config: dict) -> str | None:
     return m.get("name") if isinstance(m, dict) else None
 
 
+def cell_keys(summary: dict, config: dict) -> dict:
+    """p, model, frac and seed of a run, from its summary, else its config (what the mixture and
+    transfer tables group by)."""
+    return {"p": summary.get("p", config.get("p")), "model": summary.get("model") or model_name(config),
+            "frac": summary.get("frac", config.get("frac")), "seed": summary.get("seed", config.get("seed"))}
+
+
 def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
     """(runs, problems): one row per complete run under any of `roots`, and one line per folder
     that was skipped, naming its path and why."""

@@ -5,7 +5,7 @@ or how many seeds grokked all, then each op's median best accuracy over the seed
 
 import pandas as pd
 
-from analysis.collate import model_name
+from analysis.collate import cell_keys
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
 
 LEGEND = ("✓ every op grokked · per op: ✓ grokked, = generalised without delay, n% best test acc "
@@ -25,8 +25,7 @@ def mixture_runs(records: list[dict], problems: list[str]) -> pd.DataFrame:
                 and isinstance(v.get("best_test_acc"), (int, float)) for v in per_op.values()):
             problems.append(f"{r['run']}: incomplete summary (no per-op verdicts)")
             continue
-        rows.append({"p": s.get("p", c.get("p")), "model": s.get("model") or model_name(c),
-                     "frac": s.get("frac", c.get("frac")), "seed": s.get("seed", c.get("seed")),
+        rows.append({**cell_keys(s, c),
                      "mixture": s.get("mixture") or "{" + ", ".join(per_op) + "}", "per_op": per_op,
                      "all_grokked": all(v["verdict"] == GROKKED for v in per_op.values()),
                      "run": r["run"]})

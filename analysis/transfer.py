@@ -9,7 +9,7 @@ so a transfer that groks earlier than from scratch reads `✓ @1200 (scratch ✓
 
 import pandas as pd
 
-from analysis.collate import model_name
+from analysis.collate import cell_keys
 from grok.verdict import GROKKED, NO_DELAY
 
 SCRATCH = "from scratch"
@@ -29,8 +29,7 @@ def transfer_runs(records: list[dict]) -> pd.DataFrame:
         if s.get("task") == "mixture" or not s.get("op") or s.get("verdict") is None:
             continue
         module = s.get("init_module") or SCRATCH
-        rows.append({"p": s.get("p", c.get("p")), "model": s.get("model") or model_name(c),
-                     "frac": s.get("frac", c.get("frac")), "seed": s.get("seed", c.get("seed")),
+        rows.append({**cell_keys(s, c),
                      "op": s["op"], "source": s.get("init_source_op") or "", "module": module,
                      "verdict": s["verdict"], "grok_step": s.get("grok_step"),
                      "best_test_acc": s.get("best_test_acc"), "init_from": s.get("init_from"),
