@@ -2,13 +2,24 @@
 PY ?= python
 SWEEP ?=
 
-.PHONY: help install run test test-fast test-slow lint bench grid-table plots report slurm-up slurm-down clean
+.PHONY: help install lock test-latest run test test-fast test-slow lint bench grid-table plots report slurm-up slurm-down clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-install: ## Install the project with test extras (CPU torch 2.13.0 pinned first)
-	$(PY) -m pip install torch==2.13.0 -e '.[test]'
+install: ## Install the project with test extras at the locked versions (requirements/lock.txt)
+	$(PY) -m pip install -c requirements/lock.txt -e '.[test]'
+
+LOCK_ARGS = --quiet --extra test --extra interp --strip-extras --allow-unsafe --no-emit-index-url \
+	--no-emit-find-links -c requirements/constraints.in -o requirements/lock.txt pyproject.toml
+
+lock: ## Re-pin requirements/lock.txt to the newest versions pyproject.toml allows (pip-tools)
+	$(PY) -m pip install --quiet pip-tools
+	$(PY) -m piptools compile --upgrade $(LOCK_ARGS)
+	$(PY) scripts/check_lock.py
+
+test-latest: ## The default suite under the newest allowed versions, in a temporary venv (no lock)
+	scripts/test-latest.sh
 
 run: ## Run the small default experiment (groks in well under a minute on 2 cores)
 	$(PY) launch.py
@@ -24,7 +35,7 @@ test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~15 min
 	$(PY) -m pytest -q -m slow
 
 lint: ## ruff (style, unused names, import order)
-	$(PY) -m ruff check grok analysis launch.py bench tests
+	$(PY) -m ruff check grok analysis launch.py bench tests scripts
 
 slurm-up: ## Start a single-node SLURM here (root; installs Debian packages if missing)
 	scripts/slurm-local.sh up

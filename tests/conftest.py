@@ -19,6 +19,36 @@ TINY = ["p=23", "model.d_model=32", "model.d_head=8", "model.d_mlp=64",
         "train.early_stop_after=null"]
 
 
+def _tensor_in(x) -> bool:
+    if isinstance(x, torch.Tensor):
+        return True
+    if isinstance(x, dict):
+        return any(map(_tensor_in, x.values()))
+    return isinstance(x, (list, tuple)) and any(map(_tensor_in, x))
+
+
+def _approx_numbers(expected, *args, **kwargs):
+    """pytest.approx compares numbers: a tensor on either side works in one pytest and raises in the
+    next (pytest 9.2: `iteration over a 0-d tensor`), so here it fails in every version, saying why."""
+    if _tensor_in(expected):
+        raise TypeError(f"pytest.approx({expected!r}): compare numbers (.item(), .tolist()), not tensors")
+    approx = _APPROX(expected, *args, **kwargs)
+
+    class Numbers(type(approx)):
+        def __eq__(self, actual):
+            if _tensor_in(actual):
+                raise TypeError(f"{actual!r} == pytest.approx(...): compare numbers, not tensors")
+            return super().__eq__(actual)
+
+        __hash__ = None
+
+    approx.__class__ = Numbers
+    return approx
+
+
+_APPROX, pytest.approx = pytest.approx, _approx_numbers
+
+
 @pytest.fixture(autouse=True)
 def _quiet_wandb(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_SILENT", "true")

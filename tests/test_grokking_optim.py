@@ -68,7 +68,7 @@ def test_orthogonal_gradient_keeps_the_weight_norm_to_first_order():
     opt.step()
     step = before - w.detach()
     assert abs((step * before).sum()) < 1e-12          # orthogonal to w
-    assert step.norm() == pytest.approx(g_norm, rel=1e-12)  # and as long as g
+    assert step.norm().item() == pytest.approx(g_norm.item(), rel=1e-12)  # and as long as g
 
 
 def test_stablemax_cross_entropy_matches_the_paper_on_a_hand_computed_case():
