@@ -1,0 +1,138 @@
+"""A basic and a packed sweep write what the stored reference records hold (tests/fixtures/records,
+made by tests/fixtures/make_records.py before issue 18's restructuring): a change that should not
+alter what a run computes or records is shown not to. Per run folder: the same folder name,
+metrics.jsonl byte for byte, summary.json less timings, config.yaml less the keys the issue adds,
+checkpoint.pt's tensors equal (and its other entries, less timings and the random W&B id)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+_spec = importlib.util.spec_from_file_location("make_records", FIXTURES / "make_records.py")
+make_records = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_records)
+
+# Keys a config may gain without changing its run (issue 18): dropped from config.yaml and the
+# checkpoint's fingerprint before comparing. Extend here, in this one place.
+ADDED_CONFIG_KEYS = ("optimized_metric", "model._target_", "optimizer._target_")
+TIMINGS = {"wall_time_s", "steps_per_s"}          # summary.json (and the checkpoint's summary)
+CHECKPOINT_VOLATILE = {"elapsed", "wandb_id"}     # wall time so far; a random id per run
+
+
+def without_added_keys(cfg: dict) -> dict:
+    for key in ADDED_CONFIG_KEYS:
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return cfg
+
+
+def unrooted(x, root: Path):
+    """`x` with the absolute path of the folder it was made in written as <root>."""
+    return json.loads(json.dumps(x).replace(str(root), "<root>"))
+
+
+def same(a, b, where: str) -> None:
+    """Nested containers equal, tensors bit for bit (NaN equal to NaN)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor), where
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), where
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), f"{where}: keys {sorted(a.keys() ^ b.keys())}"
+        for k in a:
+            same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        assert math.isnan(b), where
+    else:
+        assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
+
+
+def summary(run: Path, root: Path) -> dict:
+    s = json.loads((run / "summary.json").read_text())
+    return unrooted({k: v for k, v in s.items() if k not in TIMINGS}, root)
+
+
+def config(run: Path, root: Path) -> dict:
+    return unrooted(without_added_keys(yaml.safe_load((run / "config.yaml").read_text())), root)
+
+
+def checkpoint(run: Path) -> dict:
+    ck = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    for key in CHECKPOINT_VOLATILE:
+        ck.pop(key)
+    if "summary" in ck:
+        ck["summary"] = {k: v for k, v in ck["summary"].items() if k not in TIMINGS}
+    ck["fingerprint"] = without_added_keys(ck["fingerprint"])
+    return ck
+
+
+def assert_same_record(reference: Path, run: Path, root: Path) -> None:
+    assert (run / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes(), \
+        f"{run.name}: metrics.jsonl"
+    assert summary(run, root) == summary(reference, root), f"{run.name}: summary.json"
+    assert config(run, root) == config(reference, root), f"{run.name}: config.yaml"
+    same(checkpoint(reference), checkpoint(run), f"{run.name}: checkpoint.pt")
+
+
+@pytest.mark.parametrize("name", sorted(make_records.SWEEPS))
+def test_a_sweep_writes_the_stored_reference_records(name, tmp_path):
+    references = make_records.jobs(make_records.RECORDS / name)
+    assert len(references) == 4
+    sweep_dir = make_records.run_sweep(name, tmp_path)
+    runs = make_records.jobs(sweep_dir)
+    assert [r.name for r in runs] == [r.name for r in references]  # folders named by identity
+    for reference, run in zip(references, runs):
+        assert json.loads((run / "summary.json").read_text())["status"] == "complete"
+        assert_same_record(reference, run, tmp_path)
+
+
+def test_the_comparison_sees_a_changed_weight_a_metric_and_a_config_key(tmp_path):
+    """The comparison is not vacuous: one flipped bit of a weight, a changed metric or config
+    value each fail it; a key of ADDED_CONFIG_KEYS and a timing do not."""
+    reference = make_records.jobs(make_records.RECORDS / "basic")[0]
+    run = tmp_path / reference.name
+    run.mkdir()
+    for f in make_records.KEPT:
+        (run / f).write_bytes((reference / f).read_bytes())
+    s = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**s, "wall_time_s": 1e9}))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["optimized_metric"] = "best_test_acc"
+    cfg["model"]["_target_"] = "grok.models.Some"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert_same_record(reference, run, tmp_path)
+
+    def broken(f, edit):
+        before = (reference / f).read_bytes()
+        edit(run / f)
+        assert (run / f).read_bytes() != before
+        with pytest.raises(AssertionError):
+            assert_same_record(reference, run, tmp_path)
+        (run / f).write_bytes(before)
+
+    def replace(old, new):
+        return lambda p: p.write_text(p.read_text().replace(old, new, 1))
+
+    def flip_a_weight_bit(path):
+        ck = torch.load(path, weights_only=True)
+        w = ck["model"]["W_E"].view(-1)
+        w[0] = torch.nextafter(w[0], torch.tensor(math.inf))
+        torch.save(ck, path)
+
+    broken("checkpoint.pt", flip_a_weight_bit)
+    broken("metrics.jsonl", replace('"step": 10,', '"step": 11,'))
+    broken("config.yaml", replace("lr: 0.003", "lr: 0.004"))
+    broken("summary.json", replace('"n_train": ', '"n_train": 1'))
