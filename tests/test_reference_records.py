@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import assert_same_run, launch, read_metrics
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("make_records", FIXTURES / "make_records.py")
@@ -136,3 +137,31 @@ def test_the_comparison_sees_a_changed_weight_a_metric_and_a_config_key(tmp_path
     broken("metrics.jsonl", replace('"step": 10,', '"step": 11,'))
     broken("config.yaml", replace("lr: 0.003", "lr: 0.004"))
     broken("summary.json", replace('"n_train": ', '"n_train": 1'))
+
+
+def test_a_stored_run_folder_resumes_to_a_longer_budget(tmp_path):
+    """Issue 18 item 7: a run folder written by the layout of the stored records (its config.yaml,
+    its checkpoint's fingerprint) is continued by today's code, not refused (`RunRefused ...
+    differs in <key>`), and continues as if it had never stopped: a fresh run of the longer
+    budget writes the same metrics and weights."""
+    reference = make_records.jobs(make_records.RECORDS / "basic")[0]
+    assert reference.name.startswith("frac=0.5,") and ",seed=0," in reference.name
+    run = tmp_path / "copy"
+    run.mkdir()
+    for f in make_records.KEPT:
+        (run / f).write_bytes((reference / f).read_bytes())
+    args = [o for o in make_records.SMALL if not o.startswith("train.steps=")]
+    args += ["frac=0.5", "seed=0", "train.steps=80"]
+    r = launch([*args, f"hydra.run.dir={run}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "RunRefused" not in r.stderr and "differs in" not in r.stderr
+    s = json.loads((run / "summary.json").read_text())
+    assert (s["status"], s["steps"], s["resumed_from"]) == ("complete", 80, 60)
+    before, after = read_metrics(reference), read_metrics(run)
+    assert [m["step"] for m in after] == list(range(0, 90, 10))
+    assert after[:6] == before[:6]  # steps 0..50 kept as they were
+    fresh = tmp_path / "fresh"
+    r = launch([*args, f"hydra.run.dir={fresh}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "metrics.jsonl").read_bytes() == (fresh / "metrics.jsonl").read_bytes()
+    assert_same_run(fresh, run)
