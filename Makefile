@@ -2,7 +2,7 @@
 PY ?= python
 SWEEP ?=
 
-.PHONY: help install lock test-latest run test test-fast test-slow lint bench grid-table plots report slurm-up slurm-down clean
+.PHONY: help install lock test-latest run test test-fast test-slow records lint bench grid-table plots report slurm-up slurm-down clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test-fast: ## Run the default suite (the tests not marked slow; ~5 min on 2 core
 
 test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~15 min on 2 cores)
 	$(PY) -m pytest -q -m slow
+
+records: ## Regenerate tests/fixtures/records (only after a change that alters run records on purpose)
+	$(PY) tests/fixtures/make_records.py
 
 lint: ## ruff (style, unused names, import order)
 	$(PY) -m ruff check grok analysis launch.py bench tests scripts
