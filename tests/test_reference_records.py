@@ -165,3 +165,23 @@ def test_a_stored_run_folder_resumes_to_a_longer_budget(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (run / "metrics.jsonl").read_bytes() == (fresh / "metrics.jsonl").read_bytes()
     assert_same_run(fresh, run)
+
+
+def test_a_stored_sweep_relaunched_with_a_longer_budget_resumes_every_run(tmp_path):
+    """The same, as the sweep: relaunched with its sweep_id into a copy of its folder, every job
+    finds its run by its folder name (its identity) and continues it; no new folder."""
+    references = make_records.jobs(make_records.RECORDS / "basic")
+    sweep = tmp_path / "sweep"
+    for reference in references:
+        (sweep / reference.name).mkdir(parents=True)
+        for f in make_records.KEPT:
+            (sweep / reference.name / f).write_bytes((reference / f).read_bytes())
+    args = [o for o in make_records.SWEEPS["basic"] if not o.startswith("train.steps=")]
+    r = launch(["-m", *args, "train.steps=80", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [p.name for p in references]
+    for reference in references:
+        run = sweep / reference.name
+        s = json.loads((run / "summary.json").read_text())
+        assert (s["status"], s["steps"], s["resumed_from"]) == ("complete", 80, 60), run.name
+        assert read_metrics(run)[:6] == read_metrics(reference)[:6], run.name
