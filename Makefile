@@ -21,6 +21,9 @@ lock: ## Re-pin requirements/lock.txt to the newest versions pyproject.toml allo
 test-latest: ## The default suite under the newest allowed versions, in a temporary venv (no lock)
 	scripts/test-latest.sh
 
+records: ## Regenerate tests/fixtures/records (only after a change that alters run records on purpose)
+	$(PY) tests/fixtures/make_records.py
+
 run: ## Run the small default experiment (groks in well under a minute on 2 cores)
 	$(PY) launch.py
 
@@ -33,9 +36,6 @@ test-fast: ## Run the default suite (the tests not marked slow; ~5 min on 2 core
 
 test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~15 min on 2 cores)
 	$(PY) -m pytest -q -m slow
-
-records: ## Regenerate tests/fixtures/records (only after a change that alters run records on purpose)
-	$(PY) tests/fixtures/make_records.py
 
 lint: ## ruff (style, unused names, import order)
 	$(PY) -m ruff check grok analysis launch.py bench tests scripts
