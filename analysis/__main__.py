@@ -140,7 +140,7 @@ def plot_name(row) -> str:
 
 
 def cmd_plots(args):
-    from analysis.plots import BadRecord, plot_run
+    from grok.figures import BadRecord, plot_run
 
     runs, _, out = _load(args)
     made = 0

@@ -17,6 +17,8 @@ import re
 
 import pandas as pd
 
+from analysis.collate import is_modular
+
 # Keys that never change what a run computes or how it is judged (where it ran, how it logged,
 # how often it saved, which sweep launched it) and the measures (evaluation only).
 IGNORED = ("sweep_id", "logger", "measures", "train.device", "train.threads", "train.chunk",
@@ -80,8 +82,6 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
     naming the keys in which this group differs from the others ("" when there is one group)."""
     if runs.empty:
         return []
-    from analysis.collate import is_modular
-
     def col(name, default):  # frames built by hand (tests, other readers) may lack a column
         return runs[name] if name in runs else pd.Series([default] * len(runs), index=runs.index)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, assert_same_run, compose_cfg, read_metrics, weights
 
-from grok.config import validate
+from grok.checks import check
 from grok.data import make_data
 from grok.train import run
 
@@ -81,7 +81,7 @@ def test_same_config_and_seed_same_run_bit_for_bit(tmp_path):
 def test_split_is_a_function_of_seed_and_covers_every_pair():
     def split(*overrides):
         cfg = compose_cfg(["p=23", "frac=0.3", *overrides])
-        return make_data(validate(cfg), cfg)
+        return make_data(check(cfg), cfg)
 
     a, b, c = split(), split(), split("seed=1")
     assert torch.equal(a.train_idx, b.train_idx) and not torch.equal(a.train_idx, c.train_idx)

@@ -1,5 +1,6 @@
 """Models a run can train, all pack-first (see grok.models.pack); `build_model` picks one."""
 
+from grok.config import tables_exact
 from grok.models.hooked import HookedTransformer
 from grok.models.mlp import MLP
 from grok.models.tables import Transformer
@@ -8,8 +9,6 @@ from grok.models.tables import Transformer
 def build_model(cfg, task, n_runs: int | None = None):
     """The model of `cfg.model` for `task`: the fastest path that computes it exactly (see
     conf/model/transformer.yaml for `impl`)."""
-    from grok.config import tables_exact
-
     m = cfg.model
     shape = dict(vocab=task.vocab, n_out=task.n_out, n_ctx=task.n_ctx)
     if m.arch == "mlp":
