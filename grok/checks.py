@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from grok.config import validate, validate_choices
 from grok.init import check_init
+from grok.models import builder
 from grok.tasks import build_task
 from grok.tasks.base import Task
 
@@ -24,6 +25,7 @@ def check_run(cfg: DictConfig, device_here: bool = True, reference: DictConfig |
     validate_choices(cfg, reference)
     task = build_task(cfg) if task is None else task  # a modular task checks its op as it is built
     validate(cfg, task, device_here)
+    builder(cfg)  # model._target_ names a model of grok.models
     return task, check_init(cfg, task)
 
 

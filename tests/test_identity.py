@@ -14,8 +14,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 BASE = ["logger=none", *TINY, "measures=off"]
 
 
-def with_new_keys(cfg, target_model="grok.models.tables.Transformer", metric="best_test_acc"):
-    """`cfg` as the configs will have it once they name the objective and the model's class."""
+def old_layout(cfg):
+    """`cfg` as the code before these keys wrote it: no `optimized_metric`, no `model._target_`."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    with open_dict(cfg):
+        cfg.pop("optimized_metric", None)
+        cfg.model.pop("_target_", None)
+    return cfg
+
+
+def with_new_keys(cfg, target_model="grok.models.build_transformer", metric="best_test_acc"):
+    """`cfg` with the objective a search sweeper reads and the function that builds its model."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))
     with open_dict(cfg):
         cfg.optimized_metric = metric
@@ -24,18 +33,18 @@ def with_new_keys(cfg, target_model="grok.models.tables.Transformer", metric="be
 
 
 def test_new_keys_compare_equal_to_a_fingerprint_without_them():
-    old = fingerprint(compose_cfg(BASE))
+    old = fingerprint(old_layout(compose_cfg(BASE)))
     assert "optimized_metric" not in old and "_target_" not in old["model"]
     new = fingerprint(with_new_keys(compose_cfg(BASE)))
     assert changes(old, new) == []
 
 
 def test_a_key_that_changes_training_still_counts():
-    old = fingerprint(compose_cfg(BASE))
+    old = fingerprint(old_layout(compose_cfg(BASE)))
     assert changes(old, fingerprint(with_new_keys(compose_cfg([*BASE, "frac=0.5"])))) == ["frac"]
     # once a folder's fingerprint has the model's class, another class is another run
     stored = fingerprint(with_new_keys(compose_cfg(BASE)))
-    other = fingerprint(with_new_keys(compose_cfg(BASE), target_model="grok.models.MLP"))
+    other = fingerprint(with_new_keys(compose_cfg(BASE), target_model="grok.models.build_mlp"))
     assert changes(stored, other) == ["model._target_"]
     # the objective a sweeper reads never counts
     assert changes(stored, fingerprint(with_new_keys(compose_cfg(BASE), metric="grok_step"))) == []
@@ -43,7 +52,7 @@ def test_a_key_that_changes_training_still_counts():
 
 def test_a_folder_written_before_the_new_keys_resumes_with_them(tmp_path):
     folder = tmp_path / "run"
-    run(compose_cfg([*BASE, "train.steps=20"]), folder)  # today's layout: neither key
+    run(old_layout(compose_cfg([*BASE, "train.steps=20"])), folder)  # the layout before: neither key
     written = OmegaConf.load(folder / "config.yaml")
     assert "optimized_metric" not in written and "_target_" not in written.model
     relaunch = with_new_keys(compose_cfg([*BASE, "train.steps=40"]))

@@ -214,3 +214,22 @@ def test_a_run_leaves_the_process_denormal_setting_as_it_found_it(tmp_path):
     """Flushing denormals speeds training but is process-wide: later code must see IEEE floats."""
     run(compose_cfg(["logger=none", *TINY, "train.steps=10"]), tmp_path)
     assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0
+
+
+@pytest.mark.parametrize("task", ["add", "sort"])
+def test_a_job_builds_its_task_once(tmp_path, monkeypatch, task):
+    """One task per job and process: the trainer builds it and hands it to the run's check."""
+    import grok.tasks
+
+    built = []
+
+    def counting(target):
+        built.append(target)
+        return get_class(target)
+
+    get_class = grok.tasks.get_class
+    monkeypatch.setattr(grok.tasks, "get_class", counting)
+    s = run(compose_cfg(["logger=none", *TINY, f"task={task}", "measures=off", "train.steps=10"]),
+            tmp_path / "r")
+    assert s["status"] == "complete"
+    assert len(built) == 1
