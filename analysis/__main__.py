@@ -13,6 +13,9 @@
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
 is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What analysis skips).
+
+Each subcommand imports what it needs when it runs, so `grid` and `labels` start without
+matplotlib, torch or W&B.
 """
 
 import argparse
