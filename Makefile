@@ -37,8 +37,9 @@ test-fast: ## Run the default suite (the tests not marked slow; ~5 min on 2 core
 test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~15 min on 2 cores)
 	$(PY) -m pytest -q -m slow
 
-lint: ## ruff (style, unused names, import order)
+lint: ## ruff (style, unused names, import order) and the import layers (pyproject.toml)
 	$(PY) -m ruff check grok analysis launch.py bench tests scripts
+	$(PY) scripts/check_layers.py
 
 slurm-up: ## Start a single-node SLURM here (root; installs Debian packages if missing)
 	scripts/slurm-local.sh up

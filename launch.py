@@ -91,7 +91,8 @@ def preflight(argv: list[str], keep: list | None = None) -> tuple[str | None, in
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from grok.config import ConfigError, validate
+    from grok.checks import check
+    from grok.config import ConfigError
 
     groups = {p.name for p in CONF.iterdir() if p.is_dir()}
     parser = OverridesParser.create()
@@ -110,7 +111,7 @@ def preflight(argv: list[str], keep: list | None = None) -> tuple[str | None, in
                 ConfigLoaderImpl._apply_overrides_to_config(
                     [o for o, g in zip(overrides, is_group) if not g], cfg)
                 # reference: no key added (`+fracc=0.3`) or removed (`~p`) by the overrides
-                validate(cfg, device_here=not remote, reference=keys[key])
+                check(cfg, device_here=not remote, reference=keys[key])
                 if keep is not None:
                     keep.append((job, cfg))
         error = _same_folder(jobs) if len(jobs) > 1 else None
@@ -124,8 +125,8 @@ def preflight(argv: list[str], keep: list | None = None) -> tuple[str | None, in
 
 
 def _same_folder(jobs: list[list[str]]) -> str | None:
-    """Two jobs of a sweep that are one run (one folder: grok.folders.job_dirname): an error."""
-    from grok.folders import identity_key, job_dirname
+    """Two jobs of a sweep that are one run (one folder: grok.record.identity.job_dirname): an error."""
+    from grok.record.identity import identity_key, job_dirname
 
     seen: dict[str, int] = {}
     for i, job in enumerate(jobs):
@@ -145,8 +146,8 @@ def _same_folder(jobs: list[list[str]]) -> str | None:
 def main(cfg: DictConfig) -> dict:
     from hydra.types import RunMode
 
-    from grok.folders import FolderError
-    from grok.tracking import hydra_files, one_line, record_failure
+    from grok.record.local import hydra_files, one_line, record_failure
+    from grok.record.lock import FolderError
     from grok.train import run
 
     run_dir = HydraConfig.get().runtime.output_dir
@@ -178,8 +179,8 @@ def report(sweep_dir: str, jobs: list | None = None) -> bool:
     """Print one line per job of the sweep; True if every job completed. `jobs`: (overrides,
     config) of every job of this launch (from preflight), listed whether or not they got a folder;
     without them, the run folders found in `sweep_dir`."""
-    from grok.checkpoint import fingerprint
-    from grok.tracking import sweep_status
+    from grok.record.identity import fingerprint
+    from grok.record.status import sweep_status
 
     rows = sweep_status(sweep_dir, None if jobs is None else
                         [(overrides, fingerprint(cfg)) for overrides, cfg in jobs])
@@ -218,7 +219,7 @@ def cli() -> None:
     # an install elsewhere put on their path: the same code as the launcher that checked them.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
-    from grok.tracking import SweepReport
+    from grok.record.status import SweepReport
 
     try:
         main()

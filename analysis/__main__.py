@@ -13,6 +13,9 @@
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
 is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What analysis skips).
+
+Each subcommand imports what it needs when it runs, so `grid` and `labels` start without
+matplotlib, torch or W&B.
 """
 
 import argparse
@@ -140,7 +143,7 @@ def plot_name(row) -> str:
 
 
 def cmd_plots(args):
-    from analysis.plots import BadRecord, plot_run
+    from grok.figures import BadRecord, plot_run
 
     runs, _, out = _load(args)
     made = 0

@@ -1,6 +1,6 @@
 """Sweeps -> one tidy DataFrame, a row per run, from local records or from a W&B group.
 
-A run folder is one with a `config.yaml` and a `summary.json` (see grok.tracking). Folders that are
+A run folder is one with a `config.yaml` and a `summary.json` (see grok.record.local). Folders that are
 half-written, corrupt, failed or not a whole run are reported by path and why, and left out; they
 never stop the table. A run counts only when its record names its task, seed, model and optimizer
 (from its summary, else its config), for a modular task also a valid op, p and frac, and its
@@ -12,13 +12,14 @@ differ in the seed alone (analysis.pooling).
 
 import json
 import math
-import numbers
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from grok.tracking import CONFIG, SUMMARY
+from grok.config import TASKS
+from grok.ops import OpError, parse_op
+from grok.record.files import CONFIG, SUMMARY, is_number, number
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
 
 COLUMNS = ["sweep_id", "task", "task_desc", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
@@ -29,25 +30,10 @@ MODULAR_REQUIRED = ["op", "p", "frac"]
 NUMBERS = ["memorisation_step", "grok_step", "grok_delay", "best_test_acc", "final_test_acc", "steps",
            "wall_time_s"]
 VERDICTS = (GROKKED, NO_DELAY, NOT_GENERALISED)
-# Non-finite floats as JSON writers spell them: bare NaN (Python's json), or as strings.
-NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-
-
-def number(value):
-    """A JSON value as a float where it stands for one ("NaN", "Infinity" too); else as it is."""
-    if isinstance(value, str) and value in NON_FINITE:
-        return NON_FINITE[value]
-    return value
-
-
-def is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def is_modular(task) -> bool:
     """A modular-arithmetic task (an op mod p), as opposed to grok/tasks' other tasks."""
-    from grok.config import TASKS
-
     return task in TASKS
 
 
@@ -115,8 +101,6 @@ def check_row(row: dict) -> str | None:
 
 
 def _check_modular(row: dict) -> str | None:
-    from grok.ops import OpError, parse_op
-
     p = row["p"]
     if not is_number(p) or not math.isfinite(p) or p != int(p) or p < 2:
         return f"bad p {p!r} (an integer >= 2 expected)"

@@ -17,10 +17,15 @@ import re
 
 import pandas as pd
 
+from analysis.collate import is_modular
+
 # Keys that never change what a run computes or how it is judged (where it ran, how it logged,
-# how often it saved, which sweep launched it) and the measures (evaluation only).
+# how often it saved, which sweep launched it) and the measures (evaluation only); the objective
+# a search sweeper reads, and the builders a group's `name` already names (runs recorded before
+# the configs named them have none), as in grok.record.identity.
 IGNORED = ("sweep_id", "logger", "measures", "train.device", "train.threads", "train.chunk",
-           "train.max_memory_gb", "train.checkpoint_every")
+           "train.max_memory_gb", "train.checkpoint_every", "optimized_metric", "model._target_",
+           "optimizer._target_")
 GROUPS = ("task", "model", "optimizer", "loss", "logger", "measures")  # config groups: `<g>.name`
 SUMMARY_AXES = {"op": "op_pretty", "frac": "frac", "p": "p", "seed": "seed",
                 "task": "task", "model": "model", "optimizer": "optimizer"}
@@ -80,8 +85,6 @@ def pools(runs: pd.DataFrame, axes=("frac", "op")) -> list[tuple[str, pd.DataFra
     naming the keys in which this group differs from the others ("" when there is one group)."""
     if runs.empty:
         return []
-    from analysis.collate import is_modular
-
     def col(name, default):  # frames built by hand (tests, other readers) may lack a column
         return runs[name] if name in runs else pd.Series([default] * len(runs), index=runs.index)
 

@@ -3,7 +3,7 @@ seeds, the Fourier spectra of W_E and W_L at the end, and every run's progress m
 
 Nothing is fetched when the page is opened: heatmaps are inline SVG (each cell a link to its
 section), the other figures inline base64 PNG, the style inline. Spectra are read from each
-run's final `checkpoint.pt` with `grok.checkpoint.read` (weights only, never unpickled),
+run's final `checkpoint.pt` with `grok.record.checkpoint.read` (weights only, never unpickled),
 for modular runs whose weights carry W_E, W_out and W_U.
 """
 
@@ -20,10 +20,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.plots import MEASURES, BadRecord, _series, heatmap, read_metrics  # noqa: E402
-from analysis.tables import LEGEND, cell, grid, grokked_share  # noqa: E402
-from grok import checkpoint  # noqa: E402
-from grok.tracking import CHECKPOINT  # noqa: E402
+from analysis.plots import heatmap  # noqa: E402
+from analysis.pooling import pools  # noqa: E402
+from analysis.tables import LEGEND, axis_labels, cell, grid, grokked_share  # noqa: E402
+from grok.figures import MEASURES, BadRecord, read_metrics, series  # noqa: E402
+from grok.measures import fourier_coeffs, frequency_norms  # noqa: E402
+from grok.record import checkpoint  # noqa: E402
+from grok.record.files import CHECKPOINT, atomic_write  # noqa: E402
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 h1{font-size:1.4em;overflow-wrap:anywhere}h2{border-bottom:1px solid #ccc;padding-top:.5em}
@@ -57,8 +60,6 @@ def _mark(ax, summary: dict, color=None):
 def spectrum(run_dir, p) -> dict | None:
     """{"W_E": norms, "W_L": norms} per frequency 0..(p-1)//2 (0: the constant) of the final
     weights, or None where the run has no such weights (another task or model)."""
-    from grok.measures import fourier_coeffs, frequency_norms
-
     try:
         ck = checkpoint.read(Path(run_dir) / CHECKPOINT)
         w = ck["model"]
@@ -82,9 +83,9 @@ def cell_figure(part: pd.DataFrame, metrics: dict, spectra: dict, log_steps: boo
         c = colors(i % 10)
         m = metrics.get(row.run)
         if m is not None:
-            acc = _series(m, "test_acc")
+            acc = series(m, "test_acc")
             axes[0].plot(acc.index, acc.values, color=c, lw=1.2, label=f"seed {row.seed}")
-            tr = _series(m, "train_acc")
+            tr = series(m, "train_acc")
             axes[0].plot(tr.index, tr.values, color=c, lw=0.6, alpha=0.5)
         _mark(axes[0], {"memorisation_step": row.memorisation_step, "grok_step": row.grok_step}, c)
         if row.run in have:
@@ -121,7 +122,7 @@ def measures_figure(part: pd.DataFrame, metrics: dict, log_steps: bool) -> str |
             ax = axes[i, j]
             cols = pos if name == "per-position test loss" else [name]
             for col in cols:
-                s = _series(m, col)
+                s = series(m, col)
                 ax.plot(s.index, s.values, lw=1, label=col.split("/")[-1])
             _mark(ax, {"memorisation_step": row.memorisation_step, "grok_step": row.grok_step})
             if log_steps:
@@ -146,9 +147,6 @@ def _anchor(*parts) -> str:
 def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op",
                  log_steps: bool = False, problems=()) -> Path:
     """The page for `runs` (analysis.collate.load_runs), pooled as the grid pools them."""
-    from analysis.pooling import pools
-    from analysis.tables import axis_labels
-
     metrics, notes = {}, []
     for run in runs.run:
         try:
@@ -199,8 +197,6 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
                                                       for n in [*problems, *notes]) + "</ul>")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
             f"</title><style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-    from grok.tracking import atomic_write
-
     atomic_write(Path(out_html), lambda f: f.write(page.encode()))
     return Path(out_html)
 

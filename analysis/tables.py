@@ -10,8 +10,9 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
-from analysis.opstats import KIND_ORDER, exponent_pair, label_uniformity, op_kind
+from analysis.opstats import exponent_pair, label_uniformity
 from analysis.pooling import PoolError, axis_values, pools
+from grok.opkinds import KIND_ORDER, op_kind
 from grok.ops import parse_op
 from grok.verdict import GROKKED, NO_DELAY
 

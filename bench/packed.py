@@ -57,9 +57,10 @@ if str(REPO) not in sys.path:
 
 from grok.config import validate  # noqa: E402
 from grok.data import PackBatch, make_data  # noqa: E402
+from grok.hardware import DTYPES, torch_dtype  # noqa: E402
+from grok.losses import loss_fn  # noqa: E402
 from grok.models import build_model  # noqa: E402
-from grok.runs import loss_fn  # noqa: E402
-from grok.train import DTYPES, chunk_size, make_optimizer, run_losses, scores, step  # noqa: E402
+from grok.train import chunk_size, make_optimizer, run_losses, scores, step  # noqa: E402
 
 OPS = "x+y,x-y,x*y,x2+y2"
 TABLE = REPO / "conf" / "experiment" / "furuta_table.yaml"
@@ -378,7 +379,7 @@ def main(argv=None):
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
-    dtype = DTYPES[args.dtype]
+    dtype = torch_dtype(args.dtype)
     sync = make_sync(device)
 
     base_cfg = compose(["experiment=furuta", "logger=none", "task=poly", f"op={ops[0]}",

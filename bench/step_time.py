@@ -32,9 +32,9 @@ if str(REPO) not in sys.path:
 
 from grok.config import validate  # noqa: E402
 from grok.data import PackBatch, make_data  # noqa: E402
+from grok.losses import loss_fn  # noqa: E402
 from grok.models import build_model  # noqa: E402
 from grok.models.tables import Transformer  # noqa: E402
-from grok.runs import loss_fn  # noqa: E402
 from grok.train import make_optimizer  # noqa: E402
 from grok.train import step as train_step  # noqa: E402
 

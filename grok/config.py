@@ -13,24 +13,22 @@ import re
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from grok.hardware import DTYPE_BYTES, DTYPES, is_gpu
+from grok.layouts import LAYOUTS, N_CTX, vocab_size
 from grok.ops import MAX_P, Op, OpError, parse_op
 
 TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
 TASKS = (*TASK_OPS, "poly")
 OTHER_TASKS = ("digits_add", "repeat_subseq", "max_element", "sort", "prime", "gcd", "mixture")  # grok.tasks
-OPTIMIZERS = ("adamw", "adam", "sgd")  # base updates (grok.optim.KINDS)
+OPTIMIZERS = ("adamw", "adam", "sgd")  # base updates of grok.optim.PackOptimizer (its KINDS)
 TRANSFORMED = ("grokfast_ema", "grokfast_ma", "ortho_adamw")  # gradient transforms on a base
-GROKFAST_FILTERS = ("ema", "ma")
+GROKFAST_FILTERS = ("ema", "ma")  # grok.optim
 LOSSES = ("cross_entropy", "stablemax")  # conf/loss/
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 CRITERIA = ("held",)
-DTYPES = ("float32", "float64")
-DTYPE_BYTES = {"float32": 4, "float64": 8}  # torch's itemsize (a test holds them equal)
-LAYOUTS = ("nanda", "furuta")  # [x, y, =] and [x, op, y]; see grok.data
 IMPLS = ("auto", "tables", "full", "hooked")  # see conf/model/transformer.yaml
 ARCHS = ("transformer", "mlp")
-N_CTX = 3                      # tokens per example in both layouts
 MAX_INT = 2**63 - 1            # every count and seed fits an int64 (torch, numpy, pandas, W&B)
 MAX_THREADS = 1024             # more torch threads than any machine has cores is a typo
 
@@ -56,7 +54,7 @@ class _View:
         self.raw = OmegaConf.to_container(cfg, resolve=False) if self.cfg is not None else cfg
 
 
-def _view(cfg) -> _View:
+def view(cfg) -> _View:
     return cfg if isinstance(cfg, _View) else _View(cfg)
 
 
@@ -68,7 +66,7 @@ def _interpolated(x) -> bool:
     return False
 
 
-def _select(cfg: _View, key: str):
+def select(cfg: _View, key: str):
     """The value at the dotted `key`; a missing key, a `???` or a failing interpolation is a
     ConfigError naming the key."""
     node = cfg.raw
@@ -92,8 +90,8 @@ def _select(cfg: _View, key: str):
     return node
 
 
-def _int(cfg, key, lo=None, hi: int | None = MAX_INT):
-    v = _select(cfg, key)
+def check_int(cfg, key, lo=None, hi: int | None = MAX_INT):
+    v = select(cfg, key)
     if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
         need = "an integer" + (f" >= {lo}" if lo is not None else "")
         hint = " (write it without a decimal point)" if isinstance(v, float) and v.is_integer() else ""
@@ -105,7 +103,7 @@ def _int(cfg, key, lo=None, hi: int | None = MAX_INT):
 
 
 def _num(cfg, key, lo, hi, lo_open=True, hi_open=True):
-    v = _select(cfg, key)
+    v = select(cfg, key)
     ok = isinstance(v, (int, float)) and not isinstance(v, bool)
     ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
@@ -115,21 +113,21 @@ def _num(cfg, key, lo, hi, lo_open=True, hi_open=True):
 
 
 def _bool(cfg, key):
-    v = _select(cfg, key)
+    v = select(cfg, key)
     if not isinstance(v, bool):
         raise ConfigError(f"{key}={v!r}: must be true or false")
     return v
 
 
 def _str(cfg, key, optional=False):
-    v = _select(cfg, key)
+    v = select(cfg, key)
     if not (isinstance(v, str) and v.strip()) and not (optional and v is None):
         raise ConfigError(f"{key}={v!r}: must be a non-empty string" + (" or null" if optional else ""))
     return v
 
 
 def _choice(cfg, key, options):
-    v = _select(cfg, key)
+    v = select(cfg, key)
     if isinstance(v, (bool, list, dict)) or v not in options:
         raise ConfigError(f"{key}={v!r}: unknown (choose from {', '.join(map(str, options))})")
     return v
@@ -144,7 +142,7 @@ def check_keys(cfg, reference: DictConfig | dict) -> None:
     as plain containers, `OmegaConf.to_container(reference)`). Interpolations are not resolved."""
     if not isinstance(reference, dict):
         reference = OmegaConf.to_container(reference, resolve=False)
-    _same_keys(_view(cfg).raw, reference, "")
+    _same_keys(view(cfg).raw, reference, "")
 
 
 def _same_keys(got: dict, want: dict, prefix: str) -> None:
@@ -172,7 +170,7 @@ def _same_keys(got: dict, want: dict, prefix: str) -> None:
 def check_modular(cfg) -> tuple[Op, int]:
     """The op of a modular task (grok.tasks.modular), checked as `_task` checks it, and the
     number of its labelled pairs."""
-    op, _, n = _task(_view(cfg))
+    op, _, n = _task(view(cfg))
     return op, n
 
 
@@ -180,8 +178,8 @@ def _task(cfg) -> tuple[Op, int, int]:
     """task, op, p of a modular task: the op parses, fits p, agrees with the task and is
     learnable mod p. Returns (op, p, number of labelled pairs)."""
     task = _choice(cfg, "task.name", TASKS)
-    op_text = _select(cfg, "op")
-    p = _int(cfg, "p", lo=2, hi=None)
+    op_text = select(cfg, "op")
+    p = check_int(cfg, "p", lo=2, hi=None)
     if p > MAX_P:
         raise ConfigError(f"p={p}: must be at most {MAX_P} (a run trains on all p*p pairs and "
                           f"its memory grows like p^3; README: Limits)")
@@ -200,7 +198,7 @@ def _task(cfg) -> tuple[Op, int, int]:
 def _data(cfg, task) -> None:
     """A finite task splits its universe by `frac`; a drawn one has n_train (null: infinite
     data, a fresh batch of task.batch every step) and n_test."""
-    _int(cfg, "seed", lo=0)
+    check_int(cfg, "seed", lo=0)
     if task.finite:
         frac = _num(cfg, "frac", 0.0, 1.0)
         for n in task.part_sizes():  # a mixture splits each op's pairs on their own
@@ -208,11 +206,11 @@ def _data(cfg, task) -> None:
                 where = f"pairs at p={task.p}" if hasattr(task, "op") else f"examples of {task.describe()}"
                 raise ConfigError(f"frac={frac!r}: leaves an empty train or test set of the {n} {where}")
         return
-    n_test = _int(cfg, "task.n_test", lo=1)
-    if _select(cfg, "task.n_train") is None:
-        _int(cfg, "task.batch", lo=1)
+    n_test = check_int(cfg, "task.n_test", lo=1)
+    if select(cfg, "task.n_train") is None:
+        check_int(cfg, "task.batch", lo=1)
         return
-    n_train, most = _int(cfg, "task.n_train", lo=1), task.capacity()
+    n_train, most = check_int(cfg, "task.n_train", lo=1), task.capacity()
     if n_train + n_test > most:
         raise ConfigError(f"task.n_train={n_train}: with task.n_test={n_test}, more than the {most} "
                           f"distinct examples of {task.describe()}")
@@ -222,14 +220,14 @@ def _model(cfg, task) -> None:
     """(model.name and model.layout are checked before the task is built: see validate.)"""
     if _choice(cfg, "model.arch", ARCHS) == "mlp":
         for key in ("d_model", "d_mlp"):
-            _int(cfg, f"model.{key}", lo=1)
+            check_int(cfg, f"model.{key}", lo=1)
         if tuple(task.positions) != (task.n_ctx - 1,):
             raise ConfigError(f"model=mlp answers at the last position only; task {task.name} has "
                               f"targets at {len(task.positions)} positions")
         return
     impl = _choice(cfg, "model.impl", IMPLS)
     for key in ("d_model", "n_heads", "d_head", "d_mlp", "n_layers"):
-        _int(cfg, f"model.{key}", lo=1)  # how large: the memory estimate decides (_memory)
+        check_int(cfg, f"model.{key}", lo=1)  # how large: the memory estimate decides (_memory)
     for key in ("pos_embed", "mlp_bias", "attn_only"):
         _bool(cfg, f"model.{key}")
     _choice(cfg, "model.normalization", (None, "LN"))
@@ -241,8 +239,8 @@ def _model(cfg, task) -> None:
 
 def tables_exact(cfg, task) -> bool:
     """Where the one-layer token-table model computes exactly this config's transformer."""
-    c = _view(cfg)
-    m = {k: _select(c, f"model.{k}") for k in ("n_layers", "attn_only", "normalization", "act")}
+    c = view(cfg)
+    m = {k: select(c, f"model.{k}") for k in ("n_layers", "attn_only", "normalization", "act")}
     return (m["n_layers"] == 1 and not m["attn_only"] and m["normalization"] is None
             and m["act"] == "relu" and tuple(task.positions) == (task.n_ctx - 1,))
 
@@ -254,11 +252,11 @@ def _optimizer(cfg) -> None:
         _transforms(cfg)
     _num(cfg, "optimizer.lr", 0.0, math.inf)
     _num(cfg, "optimizer.weight_decay", 0.0, math.inf, lo_open=False)
-    _int(cfg, "optimizer.warmup_steps", lo=0)
+    check_int(cfg, "optimizer.warmup_steps", lo=0)
     if name == "sgd":
         _num(cfg, "optimizer.momentum", 0.0, 1.0, lo_open=False)
         return
-    betas = _select(cfg, "optimizer.betas")
+    betas = select(cfg, "optimizer.betas")
     if not (isinstance(betas, list) and len(betas) == 2 and all(
             isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"optimizer.betas={betas!r}: must be two numbers in [0, 1), e.g. [0.9,0.98]")
@@ -266,7 +264,7 @@ def _optimizer(cfg) -> None:
 
 def _transforms(cfg) -> None:
     """Grokfast and ⊥Grad keys (grok.optim), where the optimizer config has them."""
-    raw = _view(cfg).raw.get("optimizer", {})
+    raw = view(cfg).raw.get("optimizer", {})
     if "orthogonal" in raw:
         _bool(cfg, "optimizer.orthogonal")
     if raw.get("grokfast") is None:
@@ -276,39 +274,39 @@ def _transforms(cfg) -> None:
     if kind == "ema":
         _num(cfg, "optimizer.grokfast.alpha", 0.0, 1.0, lo_open=False)
     else:
-        _int(cfg, "optimizer.grokfast.window", lo=1, hi=100_000)
+        check_int(cfg, "optimizer.grokfast.window", lo=1, hi=100_000)
 
 
 def _loss(cfg) -> None:
-    if _view(cfg).raw.get("loss") is not None:
+    if view(cfg).raw.get("loss") is not None:
         _choice(cfg, "loss.name", LOSSES)
 
 
 def _train(cfg, device_here: bool) -> None:
     for key in ("steps", "eval_every", "checkpoint_every"):
-        _int(cfg, f"train.{key}", lo=1)
-    if _select(cfg, "train.early_stop_after") is not None:
-        _int(cfg, "train.early_stop_after", lo=0)
+        check_int(cfg, f"train.{key}", lo=1)
+    if select(cfg, "train.early_stop_after") is not None:
+        check_int(cfg, "train.early_stop_after", lo=0)
     _choice(cfg, "train.dtype", DTYPES)
     _device(cfg, device_here)
-    if _select(cfg, "train.threads") is not None:
-        _int(cfg, "train.threads", lo=1, hi=MAX_THREADS)
-    if _select(cfg, "train.chunk") is not None:
-        _int(cfg, "train.chunk", lo=1)
-    if _select(cfg, "train.snapshot_every") is not None:
-        _int(cfg, "train.snapshot_every", lo=1)
-    if _select(cfg, "train.max_memory_gb") is not None:
+    if select(cfg, "train.threads") is not None:
+        check_int(cfg, "train.threads", lo=1, hi=MAX_THREADS)
+    if select(cfg, "train.chunk") is not None:
+        check_int(cfg, "train.chunk", lo=1)
+    if select(cfg, "train.snapshot_every") is not None:
+        check_int(cfg, "train.snapshot_every", lo=1)
+    if select(cfg, "train.max_memory_gb") is not None:
         _num(cfg, "train.max_memory_gb", 0.0, math.inf)
 
 
 def _device(cfg, here: bool) -> None:
     """cpu, cuda or cuda:N; with `here`, CUDA must be on this machine (torch is imported only to
     check that). Jobs sent to a cluster are checked on their node instead."""
-    v = _select(cfg, "train.device")
+    v = select(cfg, "train.device")
     ok = isinstance(v, str) and re.fullmatch(r"cpu|cuda(:\d+)?", v)
     if not ok:
         raise ConfigError(f"train.device={v!r}: must be cpu, cuda or cuda:N")
-    if here and v.startswith("cuda"):
+    if here and is_gpu(v):
         import torch
 
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -319,10 +317,10 @@ def _device(cfg, here: bool) -> None:
 
 
 def _measures(cfg, p: int) -> None:
-    _int(cfg, "measures.every", lo=0)
-    _int(cfg, "measures.full_every", lo=0)
+    check_int(cfg, "measures.every", lo=0)
+    check_int(cfg, "measures.full_every", lo=0)
     _num(cfg, "measures.eta", 0.0, 1.0)
-    keys = _select(cfg, "measures.key_freqs")
+    keys = select(cfg, "measures.key_freqs")
     if keys is None:
         return
     need = f"must be null (the current key frequencies) or a non-empty list of frequencies in 1..{p // 2}"
@@ -354,7 +352,7 @@ def param_copies(cfg) -> int:
     """Parameter-sized tensors a run keeps while it trains: weights, gradients, two Adam moments,
     and a Grokfast filter's state (its EMA, or the last `window` gradients: Grokfast-MA at window
     100 keeps 100 copies, by far the largest part for small models)."""
-    grokfast = _select(_view(cfg), "optimizer").get("grokfast") or {}
+    grokfast = select(view(cfg), "optimizer").get("grokfast") or {}
     return 4 + {"ema": 1, "ma": int(grokfast.get("window") or 0)}.get(grokfast.get("filter"), 0)
 
 
@@ -380,15 +378,13 @@ def memory_estimate(cfg, n_pairs: int, vocab: int | None = None) -> dict[str, in
     Against the peak RSS of runs on CPU (less that of the process before the run), from 0.1 to
     3 GB, p 101 to 331, both impls, float32 and float64: 1 to 2 times the measurement (above it,
     so a run that passes fits; tests/test_faults_input.py checks one)."""
-    c = _view(cfg)
-    m = {k: _select(c, f"model.{k}") for k in ("d_model", "n_heads", "d_head", "d_mlp", "layout",
+    c = view(cfg)
+    m = {k: select(c, f"model.{k}") for k in ("d_model", "n_heads", "d_head", "d_mlp", "layout",
                                                  "impl", "pos_embed", "mlp_bias")}
     if m["impl"] in ("auto", "hooked"):  # auto is the tables wherever a modular op runs on 1 layer
-        m["impl"] = "tables" if m["impl"] == "auto" and _select(c, "model.n_layers") == 1 else "full"
-    p, w = _select(c, "p"), DTYPE_BYTES[_select(c, "train.dtype")]
+        m["impl"] = "tables" if m["impl"] == "auto" and select(c, "model.n_layers") == 1 else "full"
+    p, w = select(c, "p"), DTYPE_BYTES[select(c, "train.dtype")]
     d, h, e, f = m["d_model"], m["n_heads"], m["d_head"], m["d_mlp"]
-    from grok.data import vocab_size
-
     vocab = vocab or vocab_size(m["layout"], p)
     params = (vocab * d + N_CTX * d * m["pos_embed"] + 4 * h * d * e + 2 * d * f
               + (f + d) * m["mlp_bias"] + d * p)
@@ -401,8 +397,8 @@ def memory_estimate(cfg, n_pairs: int, vocab: int | None = None) -> dict[str, in
         tables = 4 * rows * (vocab * h + 2 * h * e + d) * w
     train = acts * w + p * (2 * w + 3 * 8)
     test = acts * w // 2 + p * (w + 2 * 8)
-    n_train = n_train_for(_select(c, "frac"), n_pairs)
-    measures = _select(c, "measures.full_every") > 0
+    n_train = n_train_for(select(c, "frac"), n_pairs)
+    measures = select(c, "measures.full_every") > 0
     grid = p * p
     return {
         "weights": param_copies(c) * params * w,
@@ -415,14 +411,14 @@ def memory_estimate(cfg, n_pairs: int, vocab: int | None = None) -> dict[str, in
 
 def _memory(cfg, task) -> None:
     """Refuse a run whose estimated peak memory exceeds train.max_memory_gb (null: no limit)."""
-    budget = _select(cfg, "train.max_memory_gb")
+    budget = select(cfg, "train.max_memory_gb")
     if budget is None:
         return
     parts = memory_estimate(cfg, task.size(), task.vocab)
     peak = parts["weights"] + parts["data"] + max(parts["train"], parts["test"], parts["measures"])
     if peak > budget * 2**30:
         big = max(parts, key=parts.get)
-        p, frac, m = (_select(cfg, k) for k in ("p", "frac", "model"))
+        p, frac, m = (select(cfg, k) for k in ("p", "frac", "model"))
         raise ConfigError(
             f"p={p}, frac={frac}, model d_model={m['d_model']} n_heads={m['n_heads']} "
             f"d_head={m['d_head']} d_mlp={m['d_mlp']}: a run needs about {peak / 2**30:.3g} GB "
@@ -431,32 +427,31 @@ def _memory(cfg, task) -> None:
             f"or raise train.max_memory_gb where the memory is there")
 
 
-def validate(cfg: DictConfig, device_here: bool = True, reference: DictConfig | dict | None = None):
-    """Raise ConfigError on the first bad value; return the run's Task (grok.tasks; a modular
-    task's parsed op is `task.op`). `device_here=False` skips
-    the check that the CUDA device exists on this machine (for jobs sent to other nodes). With a
-    `reference` (the config of the same group choices), also no key added or removed
-    (`check_keys`)."""
-    from grok.tasks import build_task
-
-    original, cfg = cfg, _view(cfg)
+def validate_choices(cfg: DictConfig, reference: DictConfig | dict | None = None) -> None:
+    """What must hold before a task can be built from `cfg`: the task, model name and layout are
+    known choices. With a `reference` (the config of the same group choices), also no key added
+    or removed (`check_keys`)."""
+    cfg = view(cfg)
     if reference is not None:
         check_keys(cfg, reference)
     _choice(cfg, "task.name", (*TASKS, *OTHER_TASKS))
     _str(cfg, "model.name")
     _choice(cfg, "model.layout", LAYOUTS)  # a modular task's tokens
-    task = build_task(original)  # a modular task checks its op here (_task)
+
+
+def validate(cfg: DictConfig, task, device_here: bool = True) -> None:
+    """Raise ConfigError on the first bad value of `cfg`, whose task (grok.tasks; it checks its
+    own values as it is built) is `task`. `device_here=False` skips the check that the CUDA
+    device exists on this machine (for jobs sent to other nodes). Building the task and checking
+    the init group are the caller's: grok.checks.check."""
+    cfg = view(cfg)
     _data(cfg, task)
     _model(cfg, task)
     _optimizer(cfg)
     _loss(cfg)
     _train(cfg, device_here)
-    _measures(cfg, _select(cfg, "p"))
+    _measures(cfg, select(cfg, "p"))
     _grok(cfg)
     _logger(cfg)
-    if (hasattr(task, "op") or hasattr(task, "ops")) and _select(cfg, "model.arch") == "transformer":
+    if (hasattr(task, "op") or hasattr(task, "ops")) and select(cfg, "model.arch") == "transformer":
         _memory(cfg, task)  # estimated for modular ops (p x p pairs and grids)
-    from grok.init import check_init  # a source run to start from: exists, complete, fits
-
-    check_init(original, task)
-    return task

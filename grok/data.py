@@ -7,16 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from grok.config import LAYOUTS
+from grok.layouts import FURUTA_OP_TOKENS, LAYOUTS
 from grok.ops import Op
-
-# Furuta et al. give each elementary operation its own token so several ops can share one model;
-# every other op (polynomials) uses "=". Keyed by the op's canonical form.
-FURUTA_OP_TOKENS = {"x+y": 1, "x-y": 2, "xy": 3, "x/y": 4}  # offset from p; "=" is p + 0
-
-
-def vocab_size(layout: str, p: int) -> int:
-    return p + 1 if layout == "nanda" else p + 5
+from grok.sampling import distinct, rng_for
 
 
 def tokens_for(op: Op, layout: str, p: int, x: torch.Tensor, y: torch.Tensor,
@@ -73,8 +66,6 @@ def make_data(task, cfg) -> Data:
     """The split of a finite universe by `frac` (a shuffle that depends only on the seed, the
     same split modular runs have always had), or `task.n_train` and `task.n_test` distinct
     examples drawn with the seed (n_train null: infinite data)."""
-    from grok.tasks.base import distinct, rng_for
-
     seed = cfg.seed
     if task.finite:
         tokens, targets = _tensors(task, *task.universe())
@@ -91,8 +82,6 @@ def make_data(task, cfg) -> Data:
 def batch_at(task, cfg, step: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Infinite data: the fresh batch of `step`, a function of (seed, step) only, so a resumed
     run draws exactly the batches it would have drawn."""
-    from grok.tasks.base import rng_for
-
     return _tensors(task, *task.sample(cfg.task.batch, rng_for(cfg.seed, 2, step)))
 
 

@@ -13,6 +13,8 @@ HookedTransformer).
 
 import torch
 
+from grok.history import load_run
+
 # The one-layer token-table model (grok/models/tables.py) names its parameters flat.
 _FLAT = {"W_E": "embed.W_E", "W_pos": "pos_embed.W_pos", "W_U": "unembed.W_U",
          **{w: f"blocks.0.attn.{w}" for w in ("W_Q", "W_K", "W_V", "W_O")},
@@ -67,8 +69,6 @@ def to_hooked_transformer(run_dir, step: int | None = None, dtype=None, device="
     """The run in `run_dir` as a TransformerLens HookedTransformer, with its weights at `step`
     (a kept step, see grok.history; None: the final weights). `dtype`: that of the stored
     weights unless given (float64 for exact comparisons)."""
-    from grok.history import load_run
-
     record = load_run(run_dir)
     state = record.weights(step)
     dtype = dtype or next(iter(state.values())).dtype

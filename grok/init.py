@@ -12,13 +12,22 @@ or a group: `embed` (W_E), `unembed` (W_U), `transformer` (everything between th
 MLP, positions), `all_but_unembed`, `all`. `init=random_frozen_embed` freezes the seeded Gaussian
 embedding itself (nothing loaded).
 
-Everything is checked up front (`check_init`, called by grok.config.validate, so in preflight):
+Everything is checked up front (`check_init`, called by grok.checks.check_run, so in preflight):
 the source exists, is a finished run, has each loaded parameter with this run's shape; otherwise
 one line naming the problem. A run's summary records the source (`init_*` keys).
 """
 
 import functools
 from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from grok.config import ConfigError, select, view
+from grok.models import build_model
+from grok.record import checkpoint
+from grok.record.checkpoint import Unreadable
+from grok.record.identity import init_active
 
 GROUPS = {
     "embed": lambda names: [n for n in names if _leaf(n) == "W_E"],
@@ -33,19 +42,8 @@ def _leaf(name: str) -> str:
     return name.rsplit(".", 1)[-1]
 
 
-def active(cfg) -> bool:
-    """Does this config start from anything but its seeded init, or freeze anything?"""
-    from omegaconf import OmegaConf
-
-    i = cfg.get("init") if not OmegaConf.is_config(cfg) else OmegaConf.to_container(
-        cfg, resolve=False).get("init")  # unresolved: `???` counts (and is refused below)
-    return isinstance(i, dict) and bool(i.get("from") or i.get("load") or i.get("freeze"))
-
-
 def resolve(patterns, names: list[str], key: str) -> list[str]:
     """The parameter names (of `names`, in their order) that `patterns` pick."""
-    from grok.config import ConfigError
-
     if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
         raise ConfigError(f"{key}={patterns!r}: must be a list of parameter names or groups "
                           f"({', '.join(GROUPS)}), e.g. {key}=[W_E]")
@@ -61,10 +59,6 @@ def resolve(patterns, names: list[str], key: str) -> list[str]:
 
 def _shapes(cfg, task) -> dict:
     """This run's parameter shapes, from a model built on the meta device (no memory, no RNG)."""
-    import torch
-
-    from grok.models import build_model
-
     with torch.device("meta"):
         model = build_model(cfg, task)
     return {n: tuple(w.shape) for n, w in model.named_parameters()}
@@ -77,15 +71,11 @@ def checkpoint_path(source) -> Path:
 
 @functools.lru_cache(maxsize=32)
 def _read(path: str, stamp) -> dict:
-    from grok import checkpoint
-
     return checkpoint.read(path)
 
 
 def read_source(source) -> dict:
     """The finished source run's checkpoint, or a ConfigError naming what is wrong."""
-    from grok.config import ConfigError
-
     path = checkpoint_path(source)
     where = f"init.from={source}"
     if not Path(str(source)).expanduser().exists():
@@ -93,8 +83,6 @@ def read_source(source) -> dict:
     if not path.is_file():
         raise ConfigError(f"{where}: holds no checkpoint.pt (not a run folder, or a run that never "
                           f"checkpointed)")
-    from grok.checkpoint import Unreadable
-
     try:
         st = path.stat()
         ck = _read(str(path.resolve()), (st.st_mtime_ns, st.st_size))
@@ -118,17 +106,11 @@ def _describe(fp: dict) -> str:
 def check_init(cfg, task) -> dict | None:
     """Check the init group of `cfg` for `task`; the plan {load: names, freeze: names, source:
     checkpoint or None} or None where the run starts from its seeded init, all trainable."""
-    from omegaconf import OmegaConf
-
-    from grok.config import ConfigError
-
-    if not active(cfg):
+    if not init_active(cfg):
         return None
-    from grok.config import _select, _view
-
     cfg = cfg if OmegaConf.is_config(cfg) else OmegaConf.create(cfg)
-    v = _view(cfg)
-    source, load, freeze = (_select(v, f"init.{k}") for k in ("from", "load", "freeze"))
+    v = view(cfg)
+    source, load, freeze = (select(v, f"init.{k}") for k in ("from", "load", "freeze"))
     load = [] if load is None else load
     freeze = [] if freeze is None else freeze
     if source is not None and not (isinstance(source, str) and source.strip()):
@@ -163,8 +145,6 @@ def check_init(cfg, task) -> dict | None:
 
 def apply(model, plan: dict | None) -> None:
     """Copy the planned parameters of the source into `model` (a single run's, before training)."""
-    import torch
-
     if not plan or plan["source"] is None:
         return
     params = dict(model.named_parameters())

@@ -1,16 +1,54 @@
-"""Token losses a run can train on (`loss=` config group; none chosen: cross-entropy).
+"""The loss and accuracy maths: token losses a run can train on (`loss=` config group; none
+chosen: cross-entropy), their mean, and accuracies.
 
-Each maps logits (..., C) and labels (...) with -1 for "no loss here" to a float64 loss per
-token (0 where the label is -1), the shape of the labels; grok.runs.mean_ce averages them.
+Each token loss maps logits (..., C) and labels (...) with -1 for "no loss here" to a float64
+loss per token (0 where the label is -1), the shape of the labels; `mean_ce` averages them.
 """
 
 import torch
+import torch.nn.functional as F
 
-from grok.runs import token_ce
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy with the log-softmax in float64: in float32 the loss of a well-fit point
+    floors near 1e-7, its gradient rounds to zero and Adam turns that into loss spikes.
+    logits (..., N, C), labels (..., N) with -1 for "no loss here"; one mean per leading index."""
+    return mean_ce(token_ce(logits, labels), labels)
+
+
+def mean_ce(ce: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The mean of token cross-entropies `ce` (..., N) over the labelled ones, per leading index."""
+    return ce.sum(-1) / (labels >= 0).sum(-1)
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every labelled token in float64 (0 where the label is -1), labels' shape."""
+    C = logits.shape[-1]
+    return F.cross_entropy(logits.double().reshape(-1, C), labels.reshape(-1), ignore_index=-1,
+                           reduction="none").view(labels.shape)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of sequences with every target right, per leading index (float64); sequences
+    without targets (padding) do not count. logits (..., N, K, C), labels (..., N, K)."""
+    has = labels >= 0
+    right = ((logits.argmax(-1) == labels) | ~has).all(-1) & has.any(-1)
+    return right.sum(-1) / has.any(-1).sum(-1).double()
+
+
+def per_position(logits: torch.Tensor, labels: torch.Tensor,
+                 ce: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Loss and accuracy at each answer position (..., K), over the examples that have a target
+    there (float64); nan where none has. `ce`: token_ce(logits, labels), if already computed."""
+    has = labels >= 0
+    ce = token_ce(logits, labels) if ce is None else ce
+    n = has.sum(-2).double()
+    right = (logits.argmax(-1) == labels) & has
+    return ce.sum(-2) / n, right.sum(-2) / n
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy in float64 (grok.runs.token_ce)."""
+    """Softmax cross-entropy in float64 (token_ce)."""
     return token_ce(logits, labels)
 
 

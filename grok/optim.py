@@ -17,8 +17,9 @@ pack's update is still its runs' updates.
 
 import torch
 
-KINDS = ("adamw", "adam", "sgd")
-FILTERS = ("ema", "ma")  # Grokfast
+from grok.config import GROKFAST_FILTERS as FILTERS
+from grok.config import OPTIMIZERS as KINDS
+
 EPS = 1e-8  # torch's default
 ORTHO_EPS = 1e-30  # ⊥Grad: added to |w|^2 and |g_orth| (as the reference implementation)
 

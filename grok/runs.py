@@ -13,68 +13,23 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from grok import checkpoint
-from grok import init as init_
-from grok.config import validate
+import grok.init as init_
+from grok.checks import check_run
 from grok.data import make_data
-from grok.folders import FolderLock, RunRefused, remove_leftovers
-from grok.history import drop_snapshots_after, save_snapshot, snapshot_path
 from grok.models import build_model
-from grok.tracking import (
-    CHECKPOINT,
-    CONFIG,
-    METRICS,
-    SUMMARY,
-    LocalRecord,
-    WandbRun,
-    folder_identity,
-    jsonable,
-    read_summary,
-)
+from grok.record import checkpoint
+from grok.record.checkpoint import drop_snapshots_after, save_snapshot, snapshot_path
+from grok.record.files import CHECKPOINT, CONFIG, METRICS, SUMMARY, jsonable, remove_leftovers
+from grok.record.identity import changes, fingerprint
+from grok.record.local import LocalRecord, read_summary
+from grok.record.lock import FolderLock, RunRefused
+from grok.record.status import folder_identity
+from grok.tracking import WandbRun
 from grok.verdict import GROKKED, settled, verdict
 
 log = logging.getLogger("grok.train")
-
-
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy with the log-softmax in float64: in float32 the loss of a well-fit point
-    floors near 1e-7, its gradient rounds to zero and Adam turns that into loss spikes.
-    logits (..., N, C), labels (..., N) with -1 for "no loss here"; one mean per leading index."""
-    return mean_ce(token_ce(logits, labels), labels)
-
-
-def mean_ce(ce: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The mean of token cross-entropies `ce` (..., N) over the labelled ones, per leading index."""
-    return ce.sum(-1) / (labels >= 0).sum(-1)
-
-
-def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of every labelled token in float64 (0 where the label is -1), labels' shape."""
-    C = logits.shape[-1]
-    return F.cross_entropy(logits.double().reshape(-1, C), labels.reshape(-1), ignore_index=-1,
-                           reduction="none").view(labels.shape)
-
-
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Share of sequences with every target right, per leading index (float64); sequences
-    without targets (padding) do not count. logits (..., N, K, C), labels (..., N, K)."""
-    has = labels >= 0
-    right = ((logits.argmax(-1) == labels) | ~has).all(-1) & has.any(-1)
-    return right.sum(-1) / has.any(-1).sum(-1).double()
-
-
-def per_position(logits: torch.Tensor, labels: torch.Tensor,
-                 ce: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Loss and accuracy at each answer position (..., K), over the examples that have a target
-    there (float64); nan where none has. `ce`: token_ce(logits, labels), if already computed."""
-    has = labels >= 0
-    ce = token_ce(logits, labels) if ce is None else ce
-    n = has.sum(-2).double()
-    right = (logits.argmax(-1) == labels) & has
-    return ce.sum(-2) / n, right.sum(-2) / n
 
 
 def group_curves(metrics: list[dict], groups) -> list[list[dict]]:
@@ -93,15 +48,17 @@ class Run:
     A run claims its folder before it writes anything there. A folder whose checkpoint (or,
     without one, config.yaml) was made by another config refuses it (RunRefused), a folder
     another process works in refuses it (FolderInUse), and in both cases nothing is written
-    there. Otherwise the run holds the folder's lock (grok.folders) until `close`, removes what
+    there. Otherwise the run holds the folder's lock (grok.record.lock) until `close`, removes what
     killed writes left, and resumes or starts. A finished run is not trained again; its
     summary.json and metrics.jsonl, if lost or damaged, are rebuilt from its checkpoint.
     `files` are further files to write once training starts (Hydra's `.hydra/`)."""
 
     def __init__(self, cfg: DictConfig, run_dir, device: torch.device, dtype: torch.dtype,
-                 files: dict[str, str] | None = None):
-        self.cfg, self.task = cfg, validate(cfg)
-        self.init = init_.check_init(cfg, self.task)  # weights taken from another run, frozen ones
+                 files: dict[str, str] | None = None, task=None):
+        self.cfg = cfg
+        # the one task of this job (`task`, if the trainer built it); the init plan: weights
+        # taken from another run, frozen ones
+        self.task, self.init = check_run(cfg, task=task)
         self.dir = Path(run_dir)
         self._log = {"run": str(self.dir)}  # routes this run's log lines to its own launch.log
         self.budget = cfg.train.steps
@@ -131,7 +88,7 @@ class Run:
             return
         if not (self.dir / CHECKPOINT).exists():
             found = folder_identity(self.dir)
-            changed = found is not None and checkpoint.diff(found, checkpoint.fingerprint(self.cfg))
+            changed = found is not None and changes(found, fingerprint(self.cfg))
             if changed:
                 raise checkpoint.refusal(self.dir, changed)
 
@@ -276,7 +233,7 @@ class Run:
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
             "optimizer": opt_state, "step": self.step, "metrics": self.metrics,
             "elapsed": summary["wall_time_s"] if summary else self.wall(), "wandb_id": self.wandb_id,
-            "padded": list(padded), "fingerprint": checkpoint.fingerprint(self.cfg),
+            "padded": list(padded), "fingerprint": fingerprint(self.cfg),
             "end_only": self.end_only, **({"summary": summary} if summary else {})})
 
     def snapshot_due(self) -> bool:

@@ -28,21 +28,22 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from grok.data import PackBatch, batch_at
-from grok.folders import FolderError
+from grok.hardware import DTYPE_BYTES, is_gpu, torch_dtype
+from grok.losses import accuracy, mean_ce, per_position, token_ce
 from grok.optim import PackOptimizer
-from grok.runs import Run, accuracy, mean_ce, per_position, token_ce
+from grok.record.local import one_line
+from grok.record.lock import FolderError
+from grok.runs import Run
 from grok.tasks import build_task
-from grok.tracking import one_line
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-
-def shape_key(cfg: DictConfig) -> tuple:
+def shape_key(cfg: DictConfig, task=None) -> tuple:
     """What runs of one pack must share: the task's shapes and kind of data (a finite set or a
-    fresh batch per step), the model, the optimizer kind, device and dtype."""
-    t, task = cfg.train, build_task(cfg)
+    fresh batch per step), the model, the optimizer kind, device and dtype. `task`: cfg's task,
+    if built already."""
+    t, task = cfg.train, build_task(cfg) if task is None else task
     model = tuple((k, v) for k, v in OmegaConf.to_container(cfg.model).items() if k != "name")
     infinite = not task.finite and cfg.task.get("n_train") is None
     data = ("infinite", cfg.task.batch) if infinite else ("finite",)
@@ -156,9 +157,9 @@ def chunk_size(cfg: DictConfig, n: int) -> int:
     many runs as keep their MLP activations, n examples each, under CPU_CHUNK_BYTES)."""
     if cfg.train.chunk:
         return cfg.train.chunk
-    if str(cfg.train.device).startswith("cuda"):
+    if is_gpu(cfg.train.device):
         return MAX_CHUNK
-    width = DTYPES[cfg.train.dtype].itemsize
+    width = DTYPE_BYTES[cfg.train.dtype]
     return max(1, int(CPU_CHUNK_BYTES // (n * cfg.model.d_mlp * width)))
 
 
@@ -267,18 +268,19 @@ def train_pack(cfgs: list[DictConfig], run_dirs: list, files: list | None = None
 
 
 def _train_pack(cfgs, run_dirs, files) -> list:
-    keys = {shape_key(c) for c in cfgs}
+    tasks = [build_task(c) for c in cfgs]  # each job's one task, handed to its Run
+    keys = {shape_key(c, t) for c, t in zip(cfgs, tasks)}
     if len(keys) > 1:
         raise ValueError(f"runs of one pack must share shapes, optimizer, device and dtype: {keys}")
     tc = cfgs[0].train
     if tc.threads:
         torch.set_num_threads(tc.threads)
-    device, dtype = torch.device(tc.device), DTYPES[tc.dtype]
+    device, dtype = torch.device(tc.device), torch_dtype(tc.dtype)
     runs, results = [], []
     try:
-        for c, d, f in zip(cfgs, run_dirs, files):
+        for c, d, f, task in zip(cfgs, run_dirs, files, tasks):
             try:
-                runs.append(Run(c, d, device, dtype, f))
+                runs.append(Run(c, d, device, dtype, f, task))
                 results.append(None)
             except Exception as e:  # noqa: BLE001 - this run fails alone
                 if not isinstance(e, FolderError):

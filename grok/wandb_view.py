@@ -27,12 +27,12 @@ def run_name(cfg: DictConfig, task) -> str:
 
 
 def op_kind(task) -> str | None:
-    """The op's group in the summary table (analysis.opstats), for modular tasks."""
+    """The op's group in the summary table (grok.opkinds), for modular tasks."""
     op = task.record().get("op")
     if op is None:
         return None
     try:
-        from analysis.opstats import op_kind as kind
+        from grok.opkinds import op_kind as kind  # sympy: paid only by runs that log to W&B
 
         return kind(op)
     except Exception:  # noqa: BLE001 - a tag is not worth failing a run for

@@ -11,8 +11,9 @@ from conftest import TINY, launch
 
 from analysis.__main__ import main as analysis_main
 from analysis.collate import from_wandb, latest_sweep, load_runs
-from analysis.plots import heatmap, plot_run
+from analysis.plots import heatmap
 from analysis.tables import cell, exponent_table, grid, grokked_share, to_markdown
+from grok.figures import plot_run
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import TINY, assert_logged, launch
 
-from grok.folders import job_dirname
+from grok.record.identity import job_dirname
 from grok.wandb_offline import find_run_files, read_run, wait_until_finished
 
 BAD = [

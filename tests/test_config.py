@@ -5,7 +5,7 @@ import itertools
 import pytest
 from conftest import CONF, compose_cfg
 
-from grok.config import validate
+from grok.checks import check
 from launch import expand_jobs
 
 
@@ -28,9 +28,9 @@ def test_every_group_combination_composes_and_validates(task, model, optimizer, 
 
     if model == "mlp" and len(build_task(cfg).positions) > 1:  # the MLP answers at the end only
         with pytest.raises(ConfigError, match="model=mlp answers at the last position only"):
-            validate(cfg)
+            check(cfg)
         return
-    t = validate(cfg)
+    t = check(cfg)
     assert cfg.task.name == task and cfg.model.name == model and cfg.optimizer.name == optimizer
     assert t.name == task and t.describe() and t.vocab > 0 and t.n_out > 0
     assert hasattr(t, "op") == (cfg.op is not None)  # modular tasks: the default op parses
@@ -38,7 +38,7 @@ def test_every_group_combination_composes_and_validates(task, model, optimizer, 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes_and_validates(experiment):
-    validate(compose_cfg([f"experiment={experiment}"]))
+    check(compose_cfg([f"experiment={experiment}"]))
 
 
 def test_default_is_the_small_fast_config():
@@ -58,7 +58,7 @@ def test_nanda_reference_preset():
 def test_furuta_preset():
     cfg = compose_cfg(["experiment=furuta", "task=poly", "op=x2+y2"])
     assert (cfg.p, cfg.model.layout, cfg.model.pos_embed, cfg.model.mlp_bias) == (97, "furuta", False, False)
-    assert validate(cfg).op.canonical == "x^2+y^2"
+    assert check(cfg).op.canonical == "x^2+y^2"
 
 
 def test_readme_sweep_command_expands_to_three_jobs_with_string_op():
@@ -67,12 +67,12 @@ def test_readme_sweep_command_expands_to_three_jobs_with_string_op():
     assert multirun and len(jobs) == 3
     cfgs = [compose_cfg(j) for j in jobs]
     assert [c.frac for c in cfgs] == [0.3, 0.5, 0.7]
-    assert all(c.op == "x2+xy+y2" and validate(c).op.canonical == "x^2+xy+y^2" for c in cfgs)
+    assert all(c.op == "x2+xy+y2" and check(c).op.canonical == "x^2+xy+y^2" for c in cfgs)
 
 
 def test_op_override_with_quotes_reaches_the_parser_intact():
     jobs, *_ = expand_jobs(["task=poly", "op='(x+y)^3'"])
-    assert validate(compose_cfg(jobs[0])).op.canonical == "x^3+3x^2y+3xy^2+y^3"
+    assert check(compose_cfg(jobs[0])).op.canonical == "x^3+3x^2y+3xy^2+y^3"
 
 
 @pytest.mark.parametrize("preset,n_jobs", [("furuta_table", 35 * 7 * 3), ("exponents", 81 * 3)])
@@ -85,7 +85,7 @@ def test_table_presets_expand_and_validate_every_job(preset, n_jobs):
 
 
 def test_furuta_table_covers_every_seed002_group():
-    from analysis.opstats import KIND_ORDER, op_kind
+    from grok.opkinds import KIND_ORDER, op_kind
     from grok.ops import parse_op
 
     jobs, *_ = expand_jobs(["-m", "experiment=furuta_table"])

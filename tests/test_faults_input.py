@@ -255,10 +255,9 @@ def test_check_keys_compares_with_the_groups_own_config():
 
 
 def test_dtype_bytes_are_torchs():
-    from grok.config import DTYPE_BYTES
-    from grok.train import DTYPES
+    from grok.hardware import DTYPE_BYTES, torch_dtype
 
-    assert DTYPE_BYTES == {k: v.itemsize for k, v in DTYPES.items()}
+    assert DTYPE_BYTES == {k: torch_dtype(k).itemsize for k in DTYPE_BYTES}
 
 
 def test_memory_estimate_grows_like_p_cubed():
@@ -276,7 +275,8 @@ def test_memory_estimate_counts_grokfast_state_and_a_mixtures_op_tokens():
     """Grokfast-MA keeps its last `window` gradients (window 100: 25x an AdamW run's weights part
     at 4 copies), so a run that fits with AdamW can be refused with it; a mixture's op tokens
     widen the embedding."""
-    from grok.config import ConfigError, memory_estimate, validate
+    from grok.checks import check
+    from grok.config import ConfigError, memory_estimate
     from hydra_plugins.grok_launchers.packed_launcher import run_bytes
 
     def weights(*o):
@@ -290,9 +290,9 @@ def test_memory_estimate_counts_grokfast_state_and_a_mixtures_op_tokens():
     c = compose_cfg(["p=97"])
     assert memory_estimate(c, 2 * 97 * 97, vocab=97 + 1 + 2)["weights"] > adamw
     tight = ["p=97", "train.max_memory_gb=0.2"]
-    validate(compose_cfg(tight))
+    check(compose_cfg(tight))
     with pytest.raises(ConfigError, match="mostly weights"):
-        validate(compose_cfg([*tight, "optimizer=grokfast_ma", "optimizer.grokfast.window=2000"]))
+        check(compose_cfg([*tight, "optimizer=grokfast_ma", "optimizer.grokfast.window=2000"]))
 
 MEASURE = """
 import json, re, sys, tempfile

@@ -52,7 +52,7 @@ def in_use(folder):
 
 
 def job_dir(sweep, overrides):
-    from grok.folders import job_dirname
+    from grok.record.identity import job_dirname
 
     return Path(sweep) / job_dirname(overrides)
 
@@ -99,7 +99,7 @@ def test_a_refused_run_in_a_sweep_writes_nothing_there_and_is_reported(tmp_path)
 
 
 def test_record_failure_never_replaces_a_complete_summary(tmp_path):
-    from grok.tracking import record_failure
+    from grok.record.local import record_failure
 
     run(compose_cfg(SMALL), tmp_path)
     before = (tmp_path / "summary.json").read_bytes()
@@ -146,7 +146,7 @@ def test_two_jobs_of_a_sweep_that_are_one_run_stop_before_anything_runs(tmp_path
 
 
 def test_job_folders_are_named_by_identity():
-    from grok.folders import MAX_NAME, job_dirname
+    from grok.record.identity import MAX_NAME, job_dirname
 
     a = job_dirname(["frac=0.5", "op=x2+y2", "task=poly", "sweep_id=A", "train.steps=9"])
     assert a == "frac=0.5,op=x2+y2,task=poly"
@@ -252,8 +252,8 @@ def test_config_yaml_shows_the_op_trained_and_older_folders_still_resume(tmp_pat
     """config.yaml's task.op is the op the run learned (not poly's default). A folder written
     before that (task.op the default, in config.yaml and the checkpoint's fingerprint) is the same
     run: it resumes, and another op is still refused."""
-    from grok.checkpoint import read, write
-    from grok.folders import RunRefused
+    from grok.record.checkpoint import read, write
+    from grok.record.lock import RunRefused
 
     base = ["logger=none", *TINY, "task=poly", "op=x2+y2", "measures=off"]
     run(compose_cfg([*base, "train.steps=20"]), tmp_path / "a")
@@ -361,7 +361,7 @@ def _enospc_for(pattern, real=os.fsync):
 
 
 def test_a_full_disk_fails_with_the_path_and_overwrites_nothing(tmp_path, monkeypatch):
-    from grok.tracking import record_failure
+    from grok.record.local import record_failure
 
     run(compose_cfg(SMALL), tmp_path)
     before = snapshot(tmp_path)

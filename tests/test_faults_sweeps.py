@@ -125,7 +125,7 @@ def test_pool_never_overwrites_a_complete_record_of_a_job_that_died_after_finish
 
 def test_pool_job_that_raises_is_one_failed_job_with_its_error(tmp_path):
     """Job 0 finds a corrupt checkpoint (its own exception, carried back from its process)."""
-    from grok.folders import job_dirname
+    from grok.record.identity import job_dirname
 
     sweep = tmp_path / "sweep"
     bad, good = (sweep / job_dirname([f"seed={s}", *TINY]) for s in (0, 1))
@@ -241,7 +241,7 @@ def test_plots_of_one_run_folder_named_by_a_short_relative_path(two_runs, tmp_pa
 
 
 def test_plots_of_a_torn_metrics_file_use_its_complete_lines(two_runs, tmp_path):
-    from analysis.plots import read_metrics
+    from grok.figures import read_metrics
 
     good, _ = two_runs
     text = (good / "metrics.jsonl").read_text()

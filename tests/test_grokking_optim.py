@@ -200,21 +200,22 @@ def test_stablemax_changes_what_a_run_trains_on(tmp_path):
     (["loss=stablemax", "loss.name=softmax"], r"loss.name='softmax': unknown"),
 ])
 def test_bad_transform_values_are_one_clear_line(overrides, message):
-    from grok.config import ConfigError, validate
+    from grok.checks import check
+    from grok.config import ConfigError
 
     with pytest.raises(ConfigError, match=message):
-        validate(compose_cfg(["logger=none", *overrides]))
+        check(compose_cfg(["logger=none", *overrides]))
 
 
 @pytest.mark.parametrize("preset", ["grokfast", "grokfast_ma", "ortho", "stablemax"])
 def test_presets_change_only_their_option_from_the_default_experiment(preset):
     from omegaconf import OmegaConf
 
-    from grok.config import validate
+    from grok.checks import check
 
     base = OmegaConf.to_container(compose_cfg(["experiment=default"]), resolve=False)
     cfg = compose_cfg([f"experiment={preset}"])
-    validate(cfg)
+    check(cfg)
     got = OmegaConf.to_container(cfg, resolve=False)
     assert {k: v for k, v in got.items() if k not in ("optimizer", "loss")} == \
         {k: v for k, v in base.items() if k not in ("optimizer", "loss")}

@@ -6,7 +6,7 @@ import torch
 from conftest import TINY, assert_same_run, compose_cfg
 
 import grok
-from grok.history import snapshot_path, snapshot_steps
+from grok.record.checkpoint import snapshot_path, snapshot_steps
 from grok.train import run, train_pack
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -126,7 +126,8 @@ def test_each_run_of_a_pack_writes_its_own_snapshots(straight, tmp_path):
 
 
 def test_snapshot_every_is_checked_up_front():
-    from grok.config import ConfigError, validate
+    from grok.checks import check
+    from grok.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"train.snapshot_every=0: must be an integer >= 1"):
-        validate(compose_cfg([*TINY, "train.snapshot_every=0"]))
+        check(compose_cfg([*TINY, "train.snapshot_every=0"]))

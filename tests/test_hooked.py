@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from grok.losses import loss_fn
 from grok.models import HookedTransformer, Transformer, build_model
-from grok.runs import loss_fn
 from grok.tasks import build_task
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -159,11 +159,11 @@ def test_hooks_patch_activations():
     (["model.normalization=LN"], HookedTransformer), (["task=digits_add"], HookedTransformer),
     (["task=max_element"], Transformer), (["model=mlp"], None)])
 def test_build_model_takes_the_token_tables_only_where_exact(overrides, kind):
-    from grok.config import validate
+    from grok.checks import check
     from grok.models import MLP
 
     cfg = compose_cfg(["p=23", *overrides])
-    task = validate(cfg)
+    task = check(cfg)
     model = build_model(cfg, task)
     assert type(model) is (kind or MLP)
     if kind is Transformer:

@@ -23,10 +23,10 @@ def ckpt(run_dir):
 
 
 def seeded_init(cfg):
-    from grok.config import validate
+    from grok.checks import check
 
     torch.manual_seed(cfg.seed)
-    return dict(build_model(cfg, validate(cfg)).named_parameters())
+    return dict(build_model(cfg, check(cfg)).named_parameters())
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +87,11 @@ def test_loaded_and_frozen_transformer_keeps_the_sources_weights(tmp_path, sourc
 
 def _loss_of(source, cfg):
     """The source model's loss on the target's train set (what a run loading all of it starts at)."""
-    from grok.config import validate
+    from grok.checks import check
     from grok.data import make_data
-    from grok.runs import loss_fn
+    from grok.losses import loss_fn
 
-    task = validate(cfg)
+    task = check(cfg)
     model = build_model(cfg, task)
     model.load_state_dict(ckpt(source)["model"])
     tokens, targets = make_data(task, cfg).train
@@ -177,15 +177,15 @@ def test_presets_expand_validate_and_name_their_sources(tmp_path, monkeypatch):
     sources, _, _ = expand_jobs(["-m", "experiment=furuta_sources"])
     assert len(sources) == 6
     for job in sources:  # stand-ins for the finished source runs: the model they would save
-        from grok.folders import job_dirname
+        from grok.record.identity import job_dirname
 
         cfg = compose_cfg(job)
         torch.manual_seed(0)
         folder = tmp_path / "outputs/furuta_sources" / job_dirname(job)
         folder.mkdir(parents=True)
-        from grok.config import validate
+        from grok.checks import check
 
-        model = build_model(cfg, validate(cfg))
+        model = build_model(cfg, check(cfg))
         torch.save({"done": True, "model": model.state_dict(), "summary": {"verdict": "grokked"}},
                    folder / "checkpoint.pt")
     assert preflight(["-m", "experiment=furuta_transfer"]) == (None, 6 * 6 * 2 * 3)

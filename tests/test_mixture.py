@@ -9,7 +9,7 @@ import torch
 from conftest import TINY, compose_cfg, launch, read_metrics
 from test_pack import assert_like_alone
 
-from grok.config import validate
+from grok.checks import check
 from grok.data import make_data
 from grok.runs import group_curves
 from grok.train import pack_key, run, train_pack
@@ -24,7 +24,7 @@ MIX = ["task=mixture", "ops=[x+y,x*y]"]
 def test_each_op_has_its_own_token_and_its_own_labels(layout, op_pos):
     p = 23
     cfg = compose_cfg([*MIX, f"p={p}", f"model.layout={layout}"])
-    task = validate(cfg)
+    task = check(cfg)
     assert task.vocab == p + 2 + 1 and task.groups == ("x+y", "xy")
     tokens, targets = task.universe()
     assert len(tokens) == 2 * p * p
@@ -43,7 +43,7 @@ def test_single_op_runs_keep_their_tokens():
     p = 23
     for layout, op, want in [("furuta", "x+y", p + 1), ("furuta", "x*y", p + 3),
                              ("furuta", "2x+y", p), ("nanda", "x*y", p)]:
-        task = validate(compose_cfg([f"p={p}", "task=poly", f"op={op}", f"model.layout={layout}"]))
+        task = check(compose_cfg([f"p={p}", "task=poly", f"op={op}", f"model.layout={layout}"]))
         tokens, _ = task.universe()
         assert task.vocab == (p + 5 if layout == "furuta" else p + 1)
         assert set(tokens[:, 1 if layout == "furuta" else 2]) == {want}
@@ -52,11 +52,11 @@ def test_single_op_runs_keep_their_tokens():
 def test_each_ops_split_is_the_split_of_its_single_run():
     p, frac, seed = 23, 0.4, 3
     mix = compose_cfg([*MIX, f"p={p}", f"frac={frac}", f"seed={seed}"])
-    task = validate(mix)
+    task = check(mix)
     data = make_data(task, mix)
     for i, op in enumerate(["x+y", "x*y"]):
         single = compose_cfg(["task=poly", f"op={op}", f"p={p}", f"frac={frac}", f"seed={seed}"])
-        alone = make_data(validate(single), single)
+        alone = make_data(check(single), single)
         mine = data.train[0][data.train[0][:, 2] == p + 1 + i][:, :2]  # nanda: [x, y, op_i]
         assert torch.equal(mine, alone.train[0][:, :2])
     assert data.n_train == 2 * round(frac * p * p)

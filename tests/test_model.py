@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
-from grok.data import tokens_for, vocab_size
+from grok.data import tokens_for
+from grok.layouts import vocab_size
+from grok.losses import loss_fn
 from grok.models.tables import Transformer
 from grok.ops import parse_op
-from grok.runs import loss_fn
 
 # layout -> (pos_embed, mlp_bias): nanda has learned positions and MLP biases, furuta neither.
 LAYOUTS = {"nanda": (True, True), "furuta": (False, False)}

@@ -1,4 +1,4 @@
-"""analysis.opstats: seed-002 groups computed from the polynomial, exponent pairs, label statistics."""
+"""grok.opkinds and analysis.opstats: seed-002 groups from the polynomial, exponent pairs, label stats."""
 
 import math
 from collections import Counter
@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 
 from analysis.opstats import (
-    KIND_ORDER,
     KL_EPS,
     exponent_pair,
-    is_factorizable,
     label_stats,
     label_uniformity,
-    op_kind,
     split_label_stats,
 )
+from grok.opkinds import KIND_ORDER, is_factorizable, op_kind
 from grok.ops import parse_op
 
 # Seed 002 (Furuta et al.), Appendix I, Table 5, written in the op language.

@@ -241,7 +241,7 @@ def test_grid_files_of_two_sweeps_do_not_overwrite_each_other(small, tmp_path, c
 def test_plots_use_a_linear_step_axis_unless_asked(small, tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from analysis.plots import plot_run
+    from grok.figures import plot_run
 
     run, seen = next(small.iterdir()), {}
     real = matplotlib.figure.Figure.savefig

@@ -16,7 +16,7 @@ import time
 import pytest
 from conftest import ROOT, TINY, assert_same_run, compose_cfg, launch, read_metrics
 
-from grok.folders import job_dirname
+from grok.record.identity import job_dirname
 
 
 def _cluster_problem() -> str | None:
@@ -96,7 +96,7 @@ def job_log(sweep, jid):
 
 
 def job_folder(sweep, args):
-    """The folder of the sweep job with these command-line overrides (grok.folders)."""
+    """The folder of the sweep job with these command-line overrides (grok.record.identity)."""
     return sweep / job_dirname([a for a in args if not a.startswith("hydra")])
 
 

@@ -29,7 +29,7 @@ from test_slurm import (
     wait_for,
 )
 
-from grok.folders import job_dirname
+from grok.record.identity import job_dirname
 
 pytestmark = pytest.mark.slurm
 

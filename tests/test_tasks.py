@@ -9,7 +9,8 @@ import sympy
 import torch
 from conftest import compose_cfg
 
-from grok.config import ConfigError, validate
+from grok.checks import check
+from grok.config import ConfigError
 from grok.data import batch_at, make_data
 from grok.tasks import build_task
 
@@ -18,7 +19,7 @@ SEQUENCE_TASKS = ["digits_add", "repeat_subseq", "max_element", "sort", "gcd"]
 
 def task_of(*overrides):
     cfg = compose_cfg(list(overrides))
-    return validate(cfg), cfg
+    return check(cfg), cfg
 
 
 def examples(name, n=300, *overrides):
@@ -217,7 +218,7 @@ def test_a_small_universe_is_drawn_whole_and_an_oversized_request_refused():
     rows = {bytes(r.numpy()) for r in torch.cat([data.train[0], data.test[0]])}
     assert len(rows) == 8
     with pytest.raises(ConfigError, match="task.n_train=10: with task.n_test=3, more than the 8 distinct"):
-        validate(compose_cfg(["task=sort", "task.n_values=2", "task.length=3", "task.min_length=3",
+        check(compose_cfg(["task=sort", "task.n_values=2", "task.length=3", "task.min_length=3",
                               "task.n_train=10", "task.n_test=3"]))
 
 
@@ -239,7 +240,7 @@ def test_a_small_universe_is_drawn_whole_and_an_oversized_request_refused():
 ])
 def test_bad_task_and_model_values_are_one_clear_line(overrides, named):
     with pytest.raises(ConfigError) as e:
-        validate(compose_cfg(overrides))
+        check(compose_cfg(overrides))
     assert named in str(e.value) and "\n" not in str(e.value)
 
 
@@ -250,4 +251,4 @@ def test_a_task_target_that_is_not_a_task_class_is_refused(target):
     cfg = compose_cfg(["task=digits_add"])
     OmegaConf.update(cfg, "task._target_", target, force_add=True)
     with pytest.raises(ConfigError, match=f"task._target_='{target}': not a task class"):
-        validate(cfg)
+        check(cfg)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY, assert_same_run, compose_cfg, read_metrics, weights
 
-from grok.config import validate
+from grok.checks import check
 from grok.data import make_data
 from grok.train import run
 
@@ -81,7 +81,7 @@ def test_same_config_and_seed_same_run_bit_for_bit(tmp_path):
 def test_split_is_a_function_of_seed_and_covers_every_pair():
     def split(*overrides):
         cfg = compose_cfg(["p=23", "frac=0.3", *overrides])
-        return make_data(validate(cfg), cfg)
+        return make_data(check(cfg), cfg)
 
     a, b, c = split(), split(), split("seed=1")
     assert torch.equal(a.train_idx, b.train_idx) and not torch.equal(a.train_idx, c.train_idx)
@@ -214,3 +214,22 @@ def test_a_run_leaves_the_process_denormal_setting_as_it_found_it(tmp_path):
     """Flushing denormals speeds training but is process-wide: later code must see IEEE floats."""
     run(compose_cfg(["logger=none", *TINY, "train.steps=10"]), tmp_path)
     assert (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() != 0.0
+
+
+@pytest.mark.parametrize("task", ["add", "sort"])
+def test_a_job_builds_its_task_once(tmp_path, monkeypatch, task):
+    """One task per job and process: the trainer builds it and hands it to the run's check."""
+    import grok.tasks
+
+    built = []
+
+    def counting(target):
+        built.append(target)
+        return get_class(target)
+
+    get_class = grok.tasks.get_class
+    monkeypatch.setattr(grok.tasks, "get_class", counting)
+    s = run(compose_cfg(["logger=none", *TINY, f"task={task}", "measures=off", "train.steps=10"]),
+            tmp_path / "r")
+    assert s["status"] == "complete"
+    assert len(built) == 1

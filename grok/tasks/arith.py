@@ -6,8 +6,10 @@ Arithmetic is exact: NumPy int64 on values far below 2^63, primality by a sieve.
 """
 
 import numpy as np
+import torch
 
 from grok.config import ConfigError
+from grok.measures import weight_sq
 from grok.tasks.base import Task, need_int, targets_from
 
 
@@ -31,8 +33,6 @@ PROBE = 2048  # test examples the per-group accuracies read
 
 def answers_right(model, tokens, targets, positions) -> np.ndarray:
     """(B,) bool: whether a single run's model gets every answer token of each example right."""
-    import torch
-
     with torch.no_grad():
         pred = model.logits_at(tokens, positions).argmax(-1)  # (B, K)
     return (pred == targets).all(-1).cpu().numpy()
@@ -119,8 +119,6 @@ class DigitsAdd(Task):
     def measures(self, model, probe, full, mc) -> dict:
         """Weight norms, and whole-sum test accuracy on sums with and without a carry chain
         (`acc_carry_chain`, `acc_no_carry_chain`)."""
-        from grok.measures import weight_sq
-
         tokens, targets, chain = probe
         right = answers_right(model, tokens, targets, self.positions)
         return {**weight_sq(model), **accuracy_over(right, {"acc_carry_chain": chain,
@@ -239,8 +237,6 @@ class GCD(Task):
         """Weight norms, and test accuracy by gcd: `acc_by_gcd/<g>` for g = 1..10 (when the probe
         has at least 10 of them), and over gcds made of the base's primes or not
         (`acc_gcd_smooth`, `acc_gcd_other`)."""
-        from grok.measures import weight_sq
-
         tokens, targets, g = probe
         right = answers_right(model, tokens, targets, self.positions)
         smooth = self.smooth(g)

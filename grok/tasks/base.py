@@ -17,8 +17,10 @@ their own config values (`check`), so bad input is refused before any job starts
 """
 
 import numpy as np
+import torch
 
-from grok.config import ConfigError
+from grok.config import ConfigError, n_train_for
+from grok.measures import weight_sq
 
 IGNORE = -1
 
@@ -53,10 +55,6 @@ class Task:
     def split(self, n: int, frac: float, seed: int):
         """Train and test indices (sorted) into the universe of n examples: a shuffle that depends
         only on the seed (the split modular runs have always had)."""
-        import torch
-
-        from grok.config import n_train_for
-
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         k = n_train_for(frac, n)
         return perm[:k].sort().values, perm[k:].sort().values
@@ -90,8 +88,6 @@ class Task:
 
     def measures(self, model, probe, full: bool, mc) -> dict:
         """Progress measures of `model` (a single run's model): weight norms by default."""
-        from grok.measures import weight_sq
-
         return weight_sq(model)
 
 
@@ -100,31 +96,6 @@ def targets_from(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = np.full_like(tokens, IGNORE)
     out[:, :-1] = np.where(mask[:, :-1], tokens[:, 1:], IGNORE)
     return out
-
-
-def rng_for(seed: int, stream: int, step: int = 0) -> np.random.Generator:
-    """Independent, reproducible streams: 0 train, 1 test, 2 the batch of a step (infinite data),
-    3 probes for the measures."""
-    return np.random.default_rng([seed, stream, step])
-
-
-def distinct(task: Task, n: int, rng: np.random.Generator, exclude: set | None = None):
-    """n distinct examples (by tokens), none in `exclude` (row bytes); a clear error if the task
-    has too few."""
-    seen = set(exclude or ())
-    rows_t, rows_y = [], []
-    for _ in range(200):
-        t, y = task.sample(max(2 * (n - len(rows_t)), 64), rng)
-        for i in range(len(t)):
-            key = t[i].tobytes()
-            if key not in seen:
-                seen.add(key)
-                rows_t.append(t[i])
-                rows_y.append(y[i])
-                if len(rows_t) == n:
-                    return np.stack(rows_t), np.stack(rows_y)
-    raise ConfigError(f"task {task.describe()}: could not draw {n} distinct examples "
-                      f"(the task has too few; lower task.n_train or task.n_test)")
 
 
 def need_int(cfg, key: str, lo: int, hi: int | None = None) -> int:

@@ -19,7 +19,11 @@ restricted and excluded loss) are per op: the model on that op's p x p grid, `<m
 import numpy as np
 import torch
 
-from grok import measures
+import grok.measures as measures
+from grok.config import ConfigError, check_int, select, view
+from grok.data import full_grid, tokens_for
+from grok.losses import accuracy, loss_fn
+from grok.ops import MAX_P, OpError, parse_op
 from grok.tasks.base import Task
 
 # Grid measures that depend on the op (its grid of inputs); the rest are the weights'.
@@ -30,12 +34,9 @@ OP_MEASURES = ("key_freqs", "n_key_freqs", "key_freq_neuron_frac", "neuron_freq"
 def check_ops(cfg) -> tuple[list, list[int]]:
     """The mixture's ops, parsed and checked one by one against p (each must parse, fit p and be
     learnable mod p; no op twice), and the number of labelled pairs of each."""
-    from grok.config import ConfigError, _int, _select, _view
-    from grok.ops import MAX_P, OpError, parse_op
-
-    c = _view(cfg)
-    texts = _select(c, "ops")
-    p = _int(c, "p", lo=2, hi=MAX_P)
+    c = view(cfg)
+    texts = select(c, "ops")
+    p = check_int(c, "p", lo=2, hi=MAX_P)
     if not isinstance(texts, list) or not texts:
         raise ConfigError(f"ops={texts!r}: must be a non-empty list of ops, e.g. ops=[x+y,x*y]")
     ops, sizes, seen = [], [], {}
@@ -85,8 +86,6 @@ class Mixture(Task):
 
     def universe(self):
         """Each op's pairs in turn (x-major within an op)."""
-        from grok.data import tokens_for
-
         tokens, targets = [], []
         for i, op in enumerate(self.ops):
             x, y, z = (torch.from_numpy(a).long() for a in op.labels(self.p))
@@ -117,8 +116,6 @@ class Mixture(Task):
     @torch.no_grad()
     def scores(self, model, data) -> dict:
         """Loss and accuracy of each op on its train and test pairs (float64 loss)."""
-        from grok.runs import accuracy, loss_fn
-
         out = {}
         for side, (tokens, targets) in (("train", data.train), ("test", data.test)):
             device = next(model.parameters()).device
@@ -136,8 +133,6 @@ class Mixture(Task):
 
     def probe(self, data, device):
         """Each op's p x p grid (tokens with its op token, labels, its train pairs)."""
-        from grok.data import full_grid
-
         out, start = [], 0
         for i, (op, size) in enumerate(zip(self.ops, self.sizes)):
             idx = data.train_idx

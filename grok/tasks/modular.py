@@ -1,10 +1,14 @@
 """Binary operations mod p (the original grokking tasks): x o y = z for every pair, read at the
-last position. The op language, layouts and Fourier progress measures live in grok.ops, grok.data
-and grok.measures; this class is how the trainer sees them."""
+last position. The op language, layouts and Fourier progress measures live in grok.ops,
+grok.layouts, grok.data and grok.measures; this class is how the trainer sees them."""
 
 import numpy as np
+import torch
 
-from grok import measures
+import grok.measures as measures
+from grok.config import check_modular
+from grok.data import full_grid, tokens_for
+from grok.layouts import N_CTX, vocab_size
 from grok.tasks.base import Task
 
 
@@ -14,13 +18,10 @@ class Modular(Task):
     position_names = ("z",)
 
     def __init__(self, cfg):
-        from grok.config import check_modular  # the op language's checks, shared with preflight
-
         self.name = cfg.task.name
+        # the op language's checks, shared with the config check
         (self.op, self.n), self.p, self.layout = check_modular(cfg), cfg.p, cfg.model.layout
-        from grok.data import vocab_size
-
-        self.vocab, self.n_out, self.n_ctx = vocab_size(self.layout, self.p), self.p, 3
+        self.vocab, self.n_out, self.n_ctx = vocab_size(self.layout, self.p), self.p, N_CTX
 
     def size(self) -> int:
         return self.n
@@ -30,10 +31,6 @@ class Modular(Task):
 
     def universe(self):
         """Every pair with an answer, x-major (the split's order, unchanged since format 1)."""
-        import torch
-
-        from grok.data import tokens_for  # torch: kept out of the config check's imports
-
         x, y, z = (torch.from_numpy(a).long() for a in self.op.labels(self.p))
         tokens = tokens_for(self.op, self.layout, self.p, x, y).numpy()
         targets = np.full(tokens.shape, -1, dtype=np.int64)
@@ -47,8 +44,6 @@ class Modular(Task):
     def probe(self, data, device):
         """The p x p grid the Fourier measures read: tokens, labels (-1 where the op has no
         answer, e.g. y = 0 in division) and which pairs are in the training set."""
-        from grok.data import full_grid
-
         return tuple(t.to(device) for t in full_grid(self.op, self.p, self.layout, data.train_idx))
 
     def measures(self, model, probe, full: bool, mc) -> dict:

@@ -3,8 +3,11 @@
 sorting (1L attention-only)."""
 
 import numpy as np
+import torch
 
+import grok.probes as probes
 from grok.config import ConfigError
+from grok.sampling import rng_for
 from grok.tasks.base import IGNORE, Task, need_int, targets_from
 
 
@@ -53,17 +56,11 @@ class RepeatSubseq(Task):
 
     def probe(self, data, device):
         """Repeated random tokens `r_0 .. r_{h-1} r_0 .. r_{h-1}` (the induction-head probe)."""
-        import torch
-
-        from grok.tasks.base import rng_for
-
         h = self.length // 2
         r = rng_for(0, 3).integers(0, self.n_tokens, (256, h))
         return torch.from_numpy(np.concatenate([r, r], axis=1)).to(device)
 
     def measures(self, model, probe, full, mc) -> dict:
-        from grok import probes
-
         return {**probes.weight_sq(model), **probes.induction(model, probe)}
 
 
@@ -106,8 +103,6 @@ class MaxElement(Task):
         return data.test[0][:512].to(device)
 
     def measures(self, model, probe, full, mc) -> dict:
-        from grok import probes
-
         return {**probes.weight_sq(model), **probes.attention_to_max(model, probe)}
 
 

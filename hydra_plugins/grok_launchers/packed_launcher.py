@@ -4,7 +4,7 @@
 Jobs are grouped by `grok.train.pack_key` (same shapes, optimizer kind, device, dtype, step
 budget, eval interval), sorted by train-set size inside a group so a pack pads little, and cut
 into packs of at most `max_pack` runs. Every job gets its folder as Hydra's own launchers name it
-(by its identity, grok.folders) and then exactly the records of a single run (`.hydra/`,
+(by its identity, grok.record.identity) and then exactly the records of a single run (`.hydra/`,
 `launch.log`, ...). Each run of a pack holds its folder's lock; a run its folder refuses fails
 alone and nothing is written there. A pack that fails marks its own jobs failed; the other packs
 still run.
@@ -21,7 +21,7 @@ from hydra.plugins.launcher import Launcher
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
-import grok.folders  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
+import grok.record.identity  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,9 @@ def run_bytes(cfg) -> int:
 
     m = cfg.model
     n = n_train(cfg)
-    from grok.train import DTYPES
+    from grok.hardware import DTYPE_BYTES
 
-    width = DTYPES[cfg.train.dtype].itemsize
+    width = DTYPE_BYTES[cfg.train.dtype]
     acts = n * (4 * m.d_mlp + 8 * m.d_model + 2 * m.n_heads * m.d_head) * width
     acts += n * cfg.p * (2 * width + 3 * 8)
     params = (cfg.p + 5) * m.d_model + 4 * m.n_heads * m.d_model * m.d_head + 2 * m.d_model * m.d_mlp \
@@ -99,7 +99,7 @@ class _RunLogs(logging.Handler):
             self.files[str(d)] = h
 
     def emit(self, record):
-        from grok.folders import holds
+        from grok.record.lock import holds
 
         target = getattr(record, "run", None)
         for d, h in self.files.items():
@@ -124,7 +124,7 @@ def prepare_jobs(hydra_context, config, jobs) -> list[tuple[Any, JobReturn]]:
         got = {}
 
         def collect(cfg, got=got):
-            from grok.tracking import hydra_files
+            from grok.record.local import hydra_files
 
             got["cfg"], got["files"] = cfg, hydra_files(cfg)
             return HydraConfig.get().runtime.output_dir
@@ -140,8 +140,8 @@ def prepare_jobs(hydra_context, config, jobs) -> list[tuple[Any, JobReturn]]:
 def train_pack_jobs(prepared) -> list[JobReturn]:
     """Train one pack of prepared jobs; their JobReturns with the summaries (or the error).
     Errors are in the runs' launch.log already (grok.train.train_pack logs them)."""
-    from grok.folders import FolderError
-    from grok.tracking import one_line, record_failure
+    from grok.record.local import one_line, record_failure
+    from grok.record.lock import FolderError
     from grok.train import train_pack
 
     cfgs = [cfg for cfg, _ in prepared]

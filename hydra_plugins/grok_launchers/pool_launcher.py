@@ -161,7 +161,7 @@ class PoolLauncher(Launcher):
     def _died(self, what: str, num: int, overrides: list[str]) -> JobReturn:
         """A job whose process ended without a result: its folder says it failed and why, unless
         its run had already completed (then the record on disk is the whole result)."""
-        from grok.tracking import read_summary, record_failure
+        from grok.record.local import read_summary, record_failure
 
         ret = JobReturn(overrides=overrides)
         try:

@@ -4,47 +4,30 @@ Each run of a pack keeps its own `checkpoint.pt` (its weights and optimizer stat
 has them, step, metrics so far, W&B id and a fingerprint of its config), so a pack can be formed
 again from its runs' folders after a kill, a requeue or a relaunch with other pack sizes. Loading
 never unpickles code (`weights_only=True`): a checkpoint holds tensors and plain containers only.
+
+With `train.snapshot_every=N` a run keeps its weights every N steps (step 0, the initialisation,
+included) and at its last step, one small file per kept step beside the rolling resume
+checkpoint: `snapshots/step_0001200.pt` holding {"step": 1200, "model": state dict}. Weights are
+stored as trained (float32 by default), without optimizer state. Each file is written
+atomically; a resumed run first removes snapshots past its checkpoint (a killed run's, which it
+then writes again, bit-identical) so a folder never holds two versions of a step, nor a snapshot
+a run trained at once would lack.
 """
 
 import io
+import re
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from grok import init as init_
-from grok.folders import RESUMABLE_CHANGES, RunRefused
-from grok.tracking import atomic_write
+from grok.record.files import atomic_write
+from grok.record.identity import changes, fingerprint
+from grok.record.lock import RunRefused
 
 FORMAT = 2
-
-
-def fingerprint(cfg: DictConfig) -> dict:
-    return canonical(OmegaConf.to_container(cfg, resolve=True))
-
-
-def canonical(c: dict) -> dict:
-    """A config as a run's identity: without the keys a run may change and still resume, and
-    without `task.op` beside a top-level `op` (the op trained; task.op only gives its default,
-    and config.yaml shows the op trained there since this version)."""
-    if "op" in c and isinstance(c.get("task"), dict):
-        c["task"].pop("op", None)
-    for key in RESUMABLE_CHANGES:
-        *parents, last = key.split(".")
-        node = c
-        for part in parents:
-            node = node.get(part, {})
-        node.pop(last, None)
-    if isinstance(c.get("init"), dict) and not init_.active(c):
-        c.pop("init")  # the seeded init (init=none): the same run as before the init group existed
-    return c
-
-
-def diff(a, b, prefix="") -> list[str]:
-    """Dotted keys where two nested dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+SNAPSHOTS = "snapshots"
+_NAME = re.compile(r"step_(\d+)\.pt")
 
 
 class Unreadable(Exception):
@@ -89,7 +72,36 @@ def load(path: Path, cfg: DictConfig) -> dict | None:
                            f"run again") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise RuntimeError(f"{path} is not a checkpoint this version can resume; use a new run folder")
-    changed = diff(canonical(ck["fingerprint"]), fingerprint(cfg))
+    changed = changes(ck["fingerprint"], fingerprint(cfg))
     if changed:
         raise refusal(Path(path).parent, changed)
     return ck
+
+
+def snapshot_path(run_dir, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"step_{step:07d}.pt"
+
+
+def snapshot_steps(run_dir) -> list[int]:
+    """Steps with a snapshot in the folder, ascending."""
+    folder = Path(run_dir) / SNAPSHOTS
+    if not folder.is_dir():
+        return []
+    return sorted(int(m[1]) for p in folder.iterdir() if (m := _NAME.fullmatch(p.name)))
+
+
+def save_snapshot(run_dir, step: int, model: torch.nn.Module) -> None:
+    """The weights of `model` (a single run's view) at `step`, as trained; copied out first, so a
+    view into a pack does not drag the whole pack's storage into the file."""
+    path = snapshot_path(run_dir, step)
+    path.parent.mkdir(exist_ok=True)
+    write(path, {"step": step, "model": {k: v.detach().cpu().clone()
+                                                    for k, v in model.state_dict().items()}})
+
+
+def drop_snapshots_after(run_dir, step: int, also_at: bool = False) -> list[int]:
+    """Remove snapshots past `step` (and at it, with `also_at`); the steps removed."""
+    gone = [s for s in snapshot_steps(run_dir) if s > step or (also_at and s == step)]
+    for s in gone:
+        snapshot_path(run_dir, s).unlink(missing_ok=True)
+    return gone
