@@ -238,10 +238,14 @@ def cli() -> None:
     from grok.tracking import SweepReport
     from hydra_plugins.grok_launchers._batch import checked_jobs
 
+    refused = False  # a launcher refused a batch (exit 2): no job ran, nothing to report
     try:
         main()
+    except SystemExit as e:
+        refused = e.code == 2
+        raise
     finally:
-        if SweepReport.sweep_dir and Path(SweepReport.sweep_dir).is_dir():
+        if not refused and SweepReport.sweep_dir and Path(SweepReport.sweep_dir).is_dir():
             # Job folders named otherwise than by identity: list the folders found instead.
             named = not any(a.split("=")[0].lstrip("+") == "hydra.sweep.subdir" for a in argv)
             if not report(SweepReport.sweep_dir, checked_jobs() if named else None):

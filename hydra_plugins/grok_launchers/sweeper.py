@@ -4,9 +4,9 @@ builds it, expanded with Hydra's public override parser created with the config 
 `sweep_id` per launch in every job.
 
 `sweep_id` defaults to `${grok.launch_id:}` (_batch.launch_id), an id fixed once per process to
-the microsecond. The sweeper writes the concrete id into its config (multirun.yaml, the sweep folder), and it and every
-project launcher add `sweep_id=<id>` to each job's overrides unless the command line set one, so a
-job composed in another process (pool, SLURM) has the same id.
+the microsecond. The sweeper writes the concrete id into its config (multirun.yaml, the sweep
+folder), and it and every project launcher add `sweep_id=<id>` to each job's overrides unless the
+command line set one, so a job composed in another process (pool, SLURM) has the same id.
 """
 
 import itertools
@@ -60,6 +60,8 @@ def expand(config_loader, params: dict | None, arguments: list[str],
 
 
 class GrokSweeper(Sweeper):
+    """Hydra's grid sweep with the whole grid checked before any job runs or anything is written."""
+
     def __init__(self, max_batch_size: int | None = None, params: dict | None = None) -> None:
         self.max_batch_size, self.params = max_batch_size, params or {}
 
