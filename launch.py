@@ -135,6 +135,7 @@ def check_shared(argv: list[str]) -> str | None:
     """A sweep's value overrides that are no sweep (Hydra applies them to the config every job
     shares, before the sweeper): an unknown key gets the "did you mean" line here, not Hydra's
     advice to add a `+`."""
+    from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -147,6 +148,9 @@ def check_shared(argv: list[str]) -> str | None:
                 parse_flags(argv).overrides)
             _checker(loader, remote=True).check_keys(
                 [o.input_line for o in parsed if not o.is_sweep_override() and not is_hydra(o)])
+            # and a bad launcher or sweeper name
+            compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
+                    return_hydra_config=True)
     except BadInput as e:
         return str(e)
     except (HydraException, OmegaConfBaseException) as e:
