@@ -18,6 +18,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+# The default sweeper and launcher register their configs (and sweep_id's resolver) on import.
+# Hydra's plugin scan finds them too, but not through an editable install's import hook (the
+# grok-launch console script run from another folder).
+import hydra_plugins.grok_launchers.sequential_launcher  # noqa: F401,E402
+import hydra_plugins.grok_launchers.sweeper  # noqa: F401,E402
+
 
 def _conf_dir() -> Path:
     """conf/ beside this file (a checkout or an editable install), else the copy a regular

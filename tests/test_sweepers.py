@@ -126,3 +126,11 @@ def test_sweep_id_is_fixed_once_per_process_to_the_microsecond():
     ids = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() for _ in range(2)}
     assert len(ids) == 2 and all(len(i.rsplit("-", 1)[1]) == 6 for i in ids)  # microseconds
+
+
+def test_dry_run_of_a_search_sweeper_says_it_has_no_job_list(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    r = launch(["--dry-run", "-m", "hydra/sweeper=optuna", "optimizer.lr=interval(1e-4,1e-2)"],
+               tmp_path, timeout=60)
+    assert r.returncode == 2 and "chooses its jobs as it runs" in r.stderr, r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1 and not (tmp_path / "outputs").exists()
