@@ -134,3 +134,17 @@ def test_dry_run_of_a_search_sweeper_says_it_has_no_job_list(tmp_path):
                tmp_path, timeout=60)
     assert r.returncode == 2 and "chooses its jobs as it runs" in r.stderr, r.stderr[-2000:]
     assert r.stderr.count("\n") == 1 and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow  # ~15 s
+def test_packed_launcher_returns_the_objective_a_run_that_did_not_grok_its_budget(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    r = launch(["-m", *FAST, "hydra/sweeper=optuna", "hydra/launcher=packed",
+                "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "optimized_metric=grok_step",
+                "optimizer.lr=interval(1e-4,1e-3)"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs/sweeps").iterdir()
+    summaries = [json.loads((d / "summary.json").read_text()) for d in jobs_of(sweep)]
+    assert summaries and all(s["grok_step"] is None for s in summaries)  # 20 steps: no grokking
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == 20.0  # the budget, train.steps
