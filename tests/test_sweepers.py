@@ -148,3 +148,27 @@ def test_packed_launcher_returns_the_objective_a_run_that_did_not_grok_its_budge
     assert summaries and all(s["grok_step"] is None for s in summaries)  # 20 steps: no grokking
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == 20.0  # the budget, train.steps
+
+
+@pytest.mark.parametrize("params,args,batch", [
+    ({}, ["frac=0.3,0.5", "seed=range(3)", "op=x+y"], None),
+    ({"seed": "0,1", "frac": "0.3,0.5"}, ["seed=2,3,4", "p=23"], 4),
+    ({}, ["optimizer=adam,adamw", "+train.extra=1", "~grok", "seed=sort(2,1)"], 3),
+], ids=["grid", "params-then-line", "groups-add-del"])
+def test_grid_expands_as_hydras_basic_sweeper(params, args, batch):
+    """The grok sweeper's grid is Hydra's basic sweeper's: jobs, order and batches (the test may
+    use Hydra's private BasicSweeper as the reference; the project does not)."""
+    from conftest import CONF
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.grok_launchers.sweeper import expand
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        lines = [f"{k}={v}" for k, v in params.items()] + args
+        want = BasicSweeper.split_arguments(
+            OverridesParser.create(config_loader=loader).parse_overrides(lines), batch)
+        assert expand(loader, params, args, batch) == want
