@@ -5,18 +5,24 @@ Before Hydra creates any folder, every job of the sweep is composed and checked,
 costs one line on stderr and exit status 2, and leaves nothing half-written on disk.
 """
 
+import argparse
 import logging
 import os
-import re
 import signal
 import sys
 import threading
-from datetime import datetime
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+# The default sweeper and launcher register their configs (and sweep_id's resolver) on import.
+# Hydra's plugin scan finds them too, but not through an editable install's import hook (the
+# grok-launch console script run from another folder).
+import hydra_plugins.grok_launchers.sequential_launcher  # noqa: F401,E402
+import hydra_plugins.grok_launchers.sweeper  # noqa: F401,E402
 
 
 def _conf_dir() -> Path:
@@ -33,112 +39,128 @@ def _conf_dir() -> Path:
 # An absolute path: Hydra reads a relative config_path as a Python package when launch is
 # imported as a module (the grok-launch console script), and there is no package `conf`.
 CONF = _conf_dir()
-HELP_FLAGS = ("-h", "--help", "--hydra-help", "--info", "-i")
 log = logging.getLogger("grok")
 
 
-def _is_hydra_override(o) -> bool:
-    return re.split(r"[./]", o.key_or_group.lstrip("+~"), maxsplit=1)[0] == "hydra"
+def parse_flags(argv: list[str]) -> argparse.Namespace:
+    """The command line as Hydra reads it (its documented flags, hydra.cc "Command line flags"),
+    plus --dry-run: `overrides` are the positional arguments."""
+    p = argparse.ArgumentParser(add_help=False)
+    for flag in ("--help/-h", "--hydra-help", "--resolve", "--run/-r", "--multirun/-m",
+                 "--shell-completion/-sc", "--dry-run"):
+        p.add_argument(*flag.split("/"), action="store_true")
+    for flag in ("--cfg/-c", "--package/-p", "--config-path/-cp", "--config-name/-cn",
+                 "--config-dir/-cd", "--experimental-rerun"):
+        p.add_argument(*flag.split("/"))
+    p.add_argument("--info", "-i", nargs="?", const="all")
+    p.add_argument("--version", action="store_true")
+    p.add_argument("overrides", nargs="*")
+    args, _ = p.parse_known_args(argv)
+    # Flags that print something and run no job: Hydra answers them itself.
+    args.asks = bool(args.help or args.hydra_help or args.cfg or args.info or args.version
+                     or args.shell_completion or args.experimental_rerun)
+    return args
 
 
-def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool, bool]:
-    """The override list of every job this command line would launch, as Hydra's basic sweeper
-    builds it: sweep params of the config (an experiment's `hydra.sweeper.params`), then the
-    command line. hydra.* overrides are left out: they do not change a job's config. Also
-    returns whether this is a multirun, and whether its jobs run on other nodes (SLURM)."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra._internal.utils import get_args_parser
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+@contextmanager
+def _hydra():
+    """Hydra's public compose API on conf/: yields its config loader."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
-    args, _ = get_args_parser().parse_known_args(argv)
-    parser = OverridesParser.create()
-    everything = parser.parse_overrides(args.overrides)
-    parsed = [o for o in everything if not _is_hydra_override(o)]
-    # The first job with the hydra overrides too: a bad launcher name fails here, up front.
-    first = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}"
-             if o.is_sweep_override() else o.input_line for o in everything]
     with initialize_config_dir(str(CONF), version_base="1.3"):
-        hydra_cfg = compose("config", overrides=first, return_hydra_config=True).hydra
-    # Jobs that run on other nodes (SLURM) check their CUDA device there, not here.
-    remote = args.multirun and "slurm" in str(hydra_cfg.launcher.get("_target_", "")).lower()
-    if not args.multirun:
-        return [[o.input_line for o in parsed]], False, False
-    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-    parsed = parser.parse_overrides(params + [o.input_line for o in parsed])
-    return BasicSweeper.split_arguments(parsed, None)[0], True, remote
+        yield GlobalHydra.instance().config_loader()
 
 
-def _one_line(e: Exception) -> str:
-    from hydra.errors import MissingConfigException
-
-    m = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
-    if isinstance(e, MissingConfigException) and m and e.options:
-        return f"unknown {m[1]} '{m[2]}' (available: {', '.join(sorted(e.options))})"
-    return " ".join(str(e).split())
-
-
-def preflight(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
-    """(error, number of jobs): error is None if every job composes and validates, else one line.
-    `keep`, if given, receives (overrides, config) of every job, for the report at the end.
-
-    Composing is ~75 ms a job, too slow for a 700-job preset, so each distinct choice of config
-    groups is composed once and the plain value overrides are applied to a copy, as Hydra does."""
-    from hydra import compose, initialize_config_dir
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+def _checker(loader, remote: bool):
+    from hydra import compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.grok_launchers._batch import Checker, groups_of
+
+    return Checker(lambda o: compose("config", overrides=o), groups_of(loader),
+                   OverridesParser.create(config_loader=loader), remote=remote)
+
+
+def plan(argv: list[str]) -> tuple[list[list[str]], bool, bool]:
+    """The override list of every job this command line launches, as the grok sweeper expands
+    it (hydra/sweeper=grok: the sweep params of the config, an experiment's
+    `hydra.sweeper.params`, then the command line); hydra.* overrides left out. Also whether this
+    is a multirun, and whether its jobs run on other nodes (SLURM)."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.grok_launchers._batch import is_hydra, is_remote
+    from hydra_plugins.grok_launchers.sweeper import GrokSweeper, expand
+
+    args = parse_flags(argv)
+    with _hydra() as loader:
+        parsed = OverridesParser.create(config_loader=loader).parse_overrides(args.overrides)
+        task = [o.input_line for o in parsed if not is_hydra(o)]
+        if not args.multirun:
+            return [task], False, False
+        # The config every job shares (Hydra's multirun composes it without the sweeps): a bad
+        # launcher or sweeper name fails here, up front.
+        cfg = compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
+                      return_hydra_config=True)
+        sweeper = str(cfg.hydra.sweeper.get("_target_"))
+        if sweeper != f"{GrokSweeper.__module__}.{GrokSweeper.__name__}":
+            raise SearchSweep(f"--dry-run lists a grid's jobs; {sweeper} chooses its jobs as it "
+                              f"runs (its launcher checks each batch before running it)")
+        jobs = [j for b in expand(loader, cfg.hydra.sweeper.get("params"), task) for j in b]
+        return jobs, True, is_remote(cfg)
+
+
+class SearchSweep(Exception):
+    """A sweeper that is not a grid: its jobs are known only as it runs."""
+
+
+def check(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
+    """(error, number of jobs): error is None if every job of the command line composes and
+    validates and no two share a run folder, else one line. `keep`, if given, receives
+    (overrides, config) of every job. The launchers run the same check on every batch."""
     from hydra.errors import HydraException
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from grok.checks import check
-    from grok.config import ConfigError
+    from hydra_plugins.grok_launchers._batch import BadInput, one_line
 
-    groups = {p.name for p in CONF.iterdir() if p.is_dir()}
-    parser = OverridesParser.create()
     try:
-        jobs, _, remote = expand_jobs(argv)
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            base, keys = {}, {}
-            for job in jobs:
-                overrides = parser.parse_overrides(job)
-                is_group = [o.key_or_group.lstrip("+~") in groups for o in overrides]
-                key = tuple(o.input_line for o, g in zip(overrides, is_group) if g)
-                if key not in base:
-                    base[key] = compose("config", overrides=list(key))
-                    keys[key] = OmegaConf.to_container(base[key], resolve=False)
-                cfg = OmegaConf.create(base[key])  # a copy; struct flag carried over
-                ConfigLoaderImpl._apply_overrides_to_config(
-                    [o for o, g in zip(overrides, is_group) if not g], cfg)
-                # reference: no key added (`+fracc=0.3`) or removed (`~p`) by the overrides
-                check(cfg, device_here=not remote, reference=keys[key])
-                if keep is not None:
-                    keep.append((job, cfg))
-        error = _same_folder(jobs) if len(jobs) > 1 else None
-        if error:
-            return error, 0
-    except ConfigError as e:
+        jobs, _, remote = plan(argv)
+        with _hydra() as loader:
+            checked = _checker(loader, remote).check_all(jobs)
+    except BadInput as e:
         return str(e), 0
     except (HydraException, OmegaConfBaseException) as e:
-        return _one_line(e), 0
+        return one_line(e), 0
+    if keep is not None:
+        keep += [(job, cfg) for job, (cfg, _) in zip(jobs, checked)]
     return None, len(jobs)
 
 
-def _same_folder(jobs: list[list[str]]) -> str | None:
-    """Two jobs of a sweep that are one run (one folder: grok.record.identity.job_dirname): an error."""
-    from grok.record.identity import identity_key, job_dirname
+def check_shared(argv: list[str]) -> str | None:
+    """A sweep's value overrides that are no sweep (Hydra applies them to the config every job
+    shares, before the sweeper): an unknown key gets the "did you mean" line here, not Hydra's
+    advice to add a `+`."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
-    seen: dict[str, int] = {}
-    for i, job in enumerate(jobs):
-        name = job_dirname(job)
-        if name in seen:
-            other = jobs[seen[name]]
-            differ = sorted({o.split("=", 1)[0] for o in set(job) ^ set(other)})
-            what = (f"they differ only in {', '.join(differ)}, which continue a run rather than make "
-                    f"another" if differ and not any(identity_key(k.lstrip("+~")) for k in differ)
-                    else "they are the same run")
-            return f"jobs {seen[name]} and {i} of the sweep would share the run folder '{name}': {what}"
-        seen[name] = i
+    from hydra_plugins.grok_launchers._batch import BadInput, is_hydra, one_line
+
+    try:
+        with _hydra() as loader:
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(
+                parse_flags(argv).overrides)
+            _checker(loader, remote=True).check_keys(
+                [o.input_line for o in parsed if not o.is_sweep_override() and not is_hydra(o)])
+            # and a bad launcher or sweeper name
+            compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
+                    return_hydra_config=True)
+    except BadInput as e:
+        return str(e)
+    except (HydraException, OmegaConfBaseException) as e:
+        return one_line(e)
     return None
 
 
@@ -172,12 +194,14 @@ def main(cfg: DictConfig) -> dict:
     if single:  # where to look next
         print(f"run folder: {run_dir} ({summary.get('verdict')}, best test acc "
               f"{summary.get('best_test_acc')})")
-    return summary
+    from hydra_plugins.grok_launchers._batch import objective
+
+    return objective(cfg, summary)  # the summary, or the float a search sweeper optimizes
 
 
 def report(sweep_dir: str, jobs: list | None = None) -> bool:
     """Print one line per job of the sweep; True if every job completed. `jobs`: (overrides,
-    config) of every job of this launch (from preflight), listed whether or not they got a folder;
+    config) of every job of this launch (checked by the launchers), listed whether or not they got a folder;
     without them, the run folders found in `sweep_dir`."""
     from grok.record.identity import fingerprint
     from grok.record.status import sweep_status
@@ -194,42 +218,47 @@ def report(sweep_dir: str, jobs: list | None = None) -> bool:
 
 def cli() -> None:
     argv = sys.argv[1:]
-    dry_run = "--dry-run" in argv
-    if dry_run:
-        argv = [a for a in argv if a != "--dry-run"]
-    jobs: list | None = None
-    asks = any(a in HELP_FLAGS or a.startswith(("--shell-completion", "-sc")) for a in argv)
-    if not asks:
-        jobs = []
-        error, n_jobs = preflight(argv, keep=jobs)
+    args = parse_flags(argv)
+    if not args.asks:
+        if args.dry_run or not args.multirun:
+            # A single run is checked here (Hydra runs it without a sweeper or launcher); a
+            # dry run expands and checks every job here and never reaches Hydra's main, so its
+            # flag needs no place among Hydra's own.
+            try:
+                jobs: list = []
+                error, n_jobs = check(argv, keep=jobs)
+            except SearchSweep as e:
+                error, n_jobs = str(e), 0
+        else:  # the sweeper and the launchers check every job; this only what all jobs share
+            error, n_jobs = check_shared(argv), None
         if error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
-        if dry_run:
+        if args.dry_run:
+            from grok.record.identity import job_dirname
+
+            for job, _ in jobs:
+                print(f"  {job_dirname(job)}: {' '.join(job) or '(no overrides)'}")
             print(f"{n_jobs} job(s), every config valid; nothing run")
             return
-    if not asks and not any(a.split("=")[0].lstrip("+") == "sweep_id" for a in argv):
-        # One id for every job of this launch: W&B group and sweep folder name. Microseconds,
-        # so two sweeps started in the same second do not share a folder.
-        # Beside the other overrides: argparse takes them as one run of positionals.
-        at = next((i for i, a in enumerate(sys.argv) if i and "=" in a and not a.startswith("-")),
-                  len(sys.argv))
-        sys.argv.insert(at, f"sweep_id={datetime.now():%Y-%m-%d_%H-%M-%S-%f}")
-    # Jobs (SLURM, submitit, joblib workers) import grok from this checkout, not from whatever
+    # Jobs (SLURM, submitit, pool workers) import grok from this checkout, not from whatever
     # an install elsewhere put on their path: the same code as the launcher that checked them.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
     from grok.record.status import SweepReport
+    from hydra_plugins.grok_launchers._batch import checked_jobs
 
+    refused = False  # a launcher refused a batch (exit 2): no job ran, nothing to report
     try:
         main()
+    except SystemExit as e:
+        refused = e.code == 2
+        raise
     finally:
-        if SweepReport.sweep_dir and Path(SweepReport.sweep_dir).is_dir():
+        if not refused and SweepReport.sweep_dir and Path(SweepReport.sweep_dir).is_dir():
             # Job folders named otherwise than by identity: list the folders found instead.
-            if any(a.split("=")[0].lstrip("+") == "hydra.sweep.subdir" for a in argv):
-                jobs = None
-            ok = report(SweepReport.sweep_dir, jobs)
-            if not ok:
+            named = not any(a.split("=")[0].lstrip("+") == "hydra.sweep.subdir" for a in argv)
+            if not report(SweepReport.sweep_dir, checked_jobs() if named else None):
                 sys.exit(1)
 
 

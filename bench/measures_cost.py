@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from grok.config import validate  # noqa: E402
+from grok.checks import check as check_run_config  # noqa: E402
 from grok.data import PackBatch, make_data  # noqa: E402
 from grok.models import build_model  # noqa: E402
 from grok.train import make_optimizer  # noqa: E402
@@ -51,7 +51,7 @@ def main():
     args = ap.parse_args()
     with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
-    task = validate(cfg)
+    task = check_run_config(cfg)
     torch.set_flush_denormal(True)
     data = make_data(task, cfg)
     x, y = data.train

@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from grok.config import validate  # noqa: E402
+from grok.checks import check as check_run_config  # noqa: E402
 from grok.data import PackBatch, make_data  # noqa: E402
 from grok.hardware import DTYPES, torch_dtype  # noqa: E402
 from grok.losses import loss_fn  # noqa: E402
@@ -91,7 +91,7 @@ def run_cfgs(base, ops, frac, n):
 
 def init_model(cfg, task=None):
     """A run's model as grok.runs.Run.init_model makes it (no checkpoint)."""
-    task = task or validate(cfg)
+    task = task or check_run_config(cfg)
     torch.manual_seed(cfg.seed)
     return build_model(cfg, task)
 
@@ -100,7 +100,7 @@ class Bench:
     """A pack as the trainer holds it: stacked model, pack optimizer, padded train/test examples."""
 
     def __init__(self, cfgs, device, dtype):
-        tasks = [validate(c) for c in cfgs]
+        tasks = [check_run_config(c) for c in cfgs]
         datas = [make_data(t, c) for t, c in zip(tasks, cfgs)]
         self.R = len(cfgs)
         self.at = tasks[0].positions

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from grok.config import validate  # noqa: E402
+from grok.checks import check as check_run_config  # noqa: E402
 from grok.data import PackBatch, make_data  # noqa: E402
 from grok.losses import loss_fn  # noqa: E402
 from grok.models import build_model  # noqa: E402
@@ -105,7 +105,7 @@ def main(argv=None):
     torch.set_flush_denormal(True)  # as grok/train.py
 
     cfg = compose_cfg(args)
-    task = validate(cfg)
+    task = check_run_config(cfg)
     x, y = make_data(task, cfg).train                              # tokens (N, 3), targets (N, 1)
     m = cfg.model
     print(f"{task.op.pretty} mod {cfg.p}, frac {cfg.frac} -> {len(y)} train pairs; layout {m.layout}, "

@@ -409,13 +409,20 @@ def memory_estimate(cfg, n_pairs: int, vocab: int | None = None) -> dict[str, in
     }
 
 
+def peak_bytes(parts: dict[str, int]) -> int:
+    """The peak of a run whose `memory_estimate` is `parts`: weights and data stay, and train,
+    test and measures take turns. The up-front check refuses runs by it and the packed launcher
+    sizes its packs by it."""
+    return parts["weights"] + parts["data"] + max(parts["train"], parts["test"], parts["measures"])
+
+
 def _memory(cfg, task) -> None:
     """Refuse a run whose estimated peak memory exceeds train.max_memory_gb (null: no limit)."""
     budget = select(cfg, "train.max_memory_gb")
     if budget is None:
         return
     parts = memory_estimate(cfg, task.size(), task.vocab)
-    peak = parts["weights"] + parts["data"] + max(parts["train"], parts["test"], parts["measures"])
+    peak = peak_bytes(parts)
     if peak > budget * 2**30:
         big = max(parts, key=parts.get)
         p, frac, m = (select(cfg, k) for k in ("p", "frac", "model"))

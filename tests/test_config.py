@@ -6,7 +6,7 @@ import pytest
 from conftest import CONF, compose_cfg
 
 from grok.checks import check
-from launch import expand_jobs
+from launch import plan
 
 
 def options(group):
@@ -62,7 +62,7 @@ def test_furuta_preset():
 
 
 def test_readme_sweep_command_expands_to_three_jobs_with_string_op():
-    jobs, multirun, remote = expand_jobs(["-m", "task=poly", "op=x2+xy+y2", "frac=0.3,0.5,0.7"])
+    jobs, multirun, remote = plan(["-m", "task=poly", "op=x2+xy+y2", "frac=0.3,0.5,0.7"])
     assert not remote
     assert multirun and len(jobs) == 3
     cfgs = [compose_cfg(j) for j in jobs]
@@ -71,37 +71,37 @@ def test_readme_sweep_command_expands_to_three_jobs_with_string_op():
 
 
 def test_op_override_with_quotes_reaches_the_parser_intact():
-    jobs, *_ = expand_jobs(["task=poly", "op='(x+y)^3'"])
+    jobs, *_ = plan(["task=poly", "op='(x+y)^3'"])
     assert check(compose_cfg(jobs[0])).op.canonical == "x^3+3x^2y+3xy^2+y^3"
 
 
 @pytest.mark.parametrize("preset,n_jobs", [("furuta_table", 35 * 7 * 3), ("exponents", 81 * 3)])
 def test_table_presets_expand_and_validate_every_job(preset, n_jobs):
-    from launch import preflight
+    from launch import check
 
-    jobs, *_ = expand_jobs(["-m", f"experiment={preset}"])
+    jobs, *_ = plan(["-m", f"experiment={preset}"])
     assert len(jobs) == n_jobs
-    assert preflight(["-m", f"experiment={preset}"]) == (None, n_jobs)
+    assert check(["-m", f"experiment={preset}"]) == (None, n_jobs)
 
 
 def test_furuta_table_covers_every_seed002_group():
     from grok.opkinds import KIND_ORDER, op_kind
     from grok.ops import parse_op
 
-    jobs, *_ = expand_jobs(["-m", "experiment=furuta_table"])
+    jobs, *_ = plan(["-m", "experiment=furuta_table"])
     ops = {o.split("=", 1)[1].strip("'") for job in jobs for o in job if o.startswith("op=")}
     kinds = {op_kind(parse_op(op)) for op in ops}
     assert kinds == set(KIND_ORDER) - {"division"}
 
 
 def test_command_line_narrows_a_preset_sweep():
-    jobs, *_ = expand_jobs(["-m", "experiment=exponents", "p=113"])
+    jobs, *_ = plan(["-m", "experiment=exponents", "p=113"])
     assert len(jobs) == 81
 
 
 def test_only_jobs_sent_to_slurm_skip_the_local_cuda_check():
     """A login node need not have the compute nodes' GPUs; local launchers must have CUDA here."""
-    assert expand_jobs(["-m", "hydra/launcher=slurm_packed", "seed=0,1"])[2]
-    assert expand_jobs(["-m", "hydra/launcher=slurm", "seed=0,1"])[2]
-    assert not expand_jobs(["-m", "hydra/launcher=packed", "seed=0,1"])[2]
-    assert not expand_jobs(["seed=0"])[2]
+    assert plan(["-m", "hydra/launcher=slurm_packed", "seed=0,1"])[2]
+    assert plan(["-m", "hydra/launcher=slurm", "seed=0,1"])[2]
+    assert not plan(["-m", "hydra/launcher=packed", "seed=0,1"])[2]
+    assert not plan(["seed=0"])[2]

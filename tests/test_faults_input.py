@@ -57,16 +57,16 @@ if not torch.cuda.is_available():
 
 
 # One case per kind of check goes through a real `launch.py --dry-run` (a subprocess, ~3 s each);
-# every case is checked in process by the same preflight the launcher runs.
+# every case is checked in process by launch.check, the batch check the launchers run.
 THROUGH_CLI = {0, 5, 6, 11, 16, 23}
 
 
 @pytest.mark.parametrize("args,named", REFUSED, ids=[" ".join(a)[:60] for a, _ in REFUSED])
 def test_refused_up_front_in_one_line(args, named):
-    from launch import preflight
+    from launch import check
 
     start = time.perf_counter()
-    error, _ = preflight(list(args))
+    error, _ = check(list(args))
     assert error is not None and named in error and "\n" not in error, (args, error)
     assert time.perf_counter() - start < 30  # a hang (trial division, a huge table) fails here
 
@@ -97,7 +97,7 @@ def test_a_real_launch_writes_nothing_either(tmp_path, args):
 
 def test_more_bad_values_one_line_each():
     """In process (fast): every kind of bad value is one ConfigError line naming it."""
-    from launch import preflight
+    from launch import check
 
     cases = {
         ("train=5",): "train=5: must be a group of keys",
@@ -124,7 +124,7 @@ def test_more_bad_values_one_line_each():
         ("+model.extra=1",): "model.extra=1: unknown key",
     }
     for args, named in cases.items():
-        error, n = preflight(list(args))
+        error, n = check(list(args))
         assert error is not None and named in error and "\n" not in error, (args, error)
 
 
@@ -137,18 +137,18 @@ def test_more_bad_values_one_line_each():
 ], ids=" ".join)
 def test_good_configs_still_pass(args):
     """Config groups that add keys (sgd's momentum) are not unknown keys; limits are inclusive."""
-    from launch import preflight
+    from launch import check
 
-    assert preflight(args)[0] is None
+    assert check(args)[0] is None
 
 
 def test_furuta_table_checks_each_op_once_and_fast():
     from grok.ops import _learnability
-    from launch import preflight
+    from launch import check
 
     _learnability.cache_clear()
     t = time.perf_counter()
-    assert preflight(["-m", "experiment=furuta_table"]) == (None, 735)
+    assert check(["-m", "experiment=furuta_table"]) == (None, 735)
     assert time.perf_counter() - t < 60  # ~5 s on a shared 2-core machine
     assert _learnability.cache_info().misses == 35  # 35 ops at one p, 735 jobs
 
@@ -281,7 +281,7 @@ def test_memory_estimate_counts_grokfast_state_and_a_mixtures_op_tokens():
 
     def weights(*o):
         c = compose_cfg(["p=97", *o])
-        return memory_estimate(c, c.p * c.p)["weights"], run_bytes(c)
+        return memory_estimate(c, c.p * c.p)["weights"], run_bytes(c, check(c))
 
     (adamw, adamw_run), (ema, _), (ma, ma_run) = (weights(), weights("optimizer=grokfast_ema"),
                                                   weights("optimizer=grokfast_ma"))

@@ -100,7 +100,7 @@ def _loss_of(source, cfg):
 
 
 def test_bad_sources_are_refused_before_anything_runs(tmp_path, source):
-    from launch import preflight
+    from launch import check
 
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
@@ -119,11 +119,11 @@ def test_bad_sources_are_refused_before_anything_runs(tmp_path, source):
         ([], "init.from=???: needs a value"),
         ([f"init.from={source}", "init.load=[W_X]"], "'W_X' is no parameter of this model"),
     ]:
-        error, _ = preflight([*embed, *args])
+        error, _ = check([*embed, *args])
         assert error and want in error and "\n" not in error, (args, error)
     (tmp_path / "garbage").mkdir()
     (tmp_path / "garbage" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    error, _ = preflight([*embed, f"init.from={tmp_path / 'garbage'}"])
+    error, _ = check([*embed, f"init.from={tmp_path / 'garbage'}"])
     assert "is not a readable checkpoint" in error
     r = launch([*embed, f"init.from={source}", "p=29", "logger=none"], tmp_path)  # as a user sees it
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "init.from=" in r.stderr
@@ -131,12 +131,12 @@ def test_bad_sources_are_refused_before_anything_runs(tmp_path, source):
 
 
 def test_sweeps_take_several_sources(tmp_path, source):
-    from launch import expand_jobs, preflight
+    from launch import check, plan
 
     other = tmp_path / "other"
     run(compose_cfg([*BASE, "seed=8"]), other)
     args = ["-m", *TINY, "task=poly", "op=2x+y", "init=pretrained_embed", f"init.from={source},{other}"]
-    assert len(expand_jobs(args)[0]) == 2 and preflight(args) == (None, 2)
+    assert len(plan(args)[0]) == 2 and check(args) == (None, 2)
 
 
 def test_transfer_is_recorded_and_shows_beside_the_run_from_scratch(tmp_path, source):
@@ -168,13 +168,13 @@ def test_transfer_is_recorded_and_shows_beside_the_run_from_scratch(tmp_path, so
 def test_presets_expand_validate_and_name_their_sources(tmp_path, monkeypatch):
     """furuta_mixtures: 7 mixtures x 7 fracs x 3 seeds; furuta_transfer is refused until its
     sources exist where furuta_sources puts them, then every job validates."""
-    from launch import expand_jobs, preflight
+    from launch import check, plan
 
-    assert preflight(["-m", "experiment=furuta_mixtures"]) == (None, 147)
+    assert check(["-m", "experiment=furuta_mixtures"]) == (None, 147)
     monkeypatch.chdir(tmp_path)
-    error, _ = preflight(["-m", "experiment=furuta_transfer"])
+    error, _ = check(["-m", "experiment=furuta_transfer"])
     assert "outputs/furuta_sources/experiment=furuta_sources,op=x+y,seed=0" in error
-    sources, _, _ = expand_jobs(["-m", "experiment=furuta_sources"])
+    sources, _, _ = plan(["-m", "experiment=furuta_sources"])
     assert len(sources) == 6
     for job in sources:  # stand-ins for the finished source runs: the model they would save
         from grok.record.identity import job_dirname
@@ -188,4 +188,4 @@ def test_presets_expand_validate_and_name_their_sources(tmp_path, monkeypatch):
         model = build_model(cfg, check(cfg))
         torch.save({"done": True, "model": model.state_dict(), "summary": {"verdict": "grokked"}},
                    folder / "checkpoint.pt")
-    assert preflight(["-m", "experiment=furuta_transfer"]) == (None, 6 * 6 * 2 * 3)
+    assert check(["-m", "experiment=furuta_transfer"]) == (None, 6 * 6 * 2 * 3)

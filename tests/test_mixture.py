@@ -90,11 +90,11 @@ def test_mixture_records_per_op_metrics_verdicts_and_wandb(tmp_path):
 
 
 def test_bad_ops_are_refused_one_by_one(tmp_path):
-    from launch import preflight
+    from launch import check
 
     for ops, want in [("[x+y,x+z]", "ops[1]: "), ("[x+y,y+x]", "ops[1]='y+x': the same op as ops[0]"),
                       ("[]", "ops=[]: must be a non-empty list"), ("[x+y,23x]", "ops[1]: ")]:
-        error, _ = preflight([*MIX, f"ops={ops}", "p=23"])
+        error, _ = check([*MIX, f"ops={ops}", "p=23"])
         assert error and want in error and "\n" not in error, (ops, error)
     r = launch([*MIX, "ops=[x+y,x/z]", "p=23", "logger=none"], tmp_path)  # as a user sees it
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "ops[1]" in r.stderr

@@ -105,10 +105,12 @@ def test_grid_table_of_a_packed_sweep(sweeps, tmp_path):
 def test_packs_group_by_shape_sort_by_frac_and_respect_the_cap():
     from conftest import compose_cfg
 
+    from grok.checks import check
     from hydra_plugins.grok_launchers.packed_launcher import default_max_pack, plan_packs
 
-    def cfg(*o):
-        return compose_cfg(["experiment=furuta", "task=poly", *o])
+    def cfg(*o):  # (config, task), as the launchers' batch check returns them
+        c = compose_cfg(["experiment=furuta", "task=poly", *o])
+        return c, check(c)
 
     cfgs = [cfg("frac=0.9", "seed=0"), cfg("frac=0.3", "seed=1"), cfg("frac=0.5", "seed=2"),
             cfg("frac=0.3", "seed=3", "p=89"), cfg("frac=0.3", "seed=4", "optimizer=adam"),
@@ -119,4 +121,4 @@ def test_packs_group_by_shape_sort_by_frac_and_respect_the_cap():
     assert [3] in packs and [4] in packs       # another p, another optimizer kind: own packs
     # The CPU default: 16 runs a pack (their forward runs in cache-sized chunks, test_pack.py).
     auto = plan_packs([cfg("frac=0.3", f"seed={s}") for s in range(17)] + [cfg("frac=0.9")], None)
-    assert [len(p) for p in auto] == [16, 2] and default_max_pack(cfg()) == 16
+    assert [len(p) for p in auto] == [16, 2] and default_max_pack(*cfg()) == 16

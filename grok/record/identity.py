@@ -36,7 +36,7 @@ MAX_NAME = 160
 
 def identity_key(key: str) -> bool:
     """Does an override of `key` change what a run computes (and so its folder)?"""
-    return not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+    return not any(key == k or key.startswith(k + ".") for k in (*RESUMABLE_CHANGES, *NOT_IDENTITY))
 
 
 def job_dirname(overrides) -> str:

@@ -22,6 +22,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 import grok.record.identity  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
+from hydra_plugins.grok_launchers._batch import check_batch, objective, refuse, with_sweep_id
 
 log = logging.getLogger(__name__)
 
@@ -29,54 +30,42 @@ CPU_MAX_PACK = 16  # a CPU pack runs in cache-sized chunks (grok.train.chunk_siz
 MAX_PACK = 1024
 
 
-def default_max_pack(cfg) -> int:
-    """The most runs per pack, for a pack whose largest train set is `cfg`'s: on a GPU as many as
-    about half its free memory holds (`run_bytes`), on a CPU CPU_MAX_PACK."""
-    if not str(cfg.train.device).startswith("cuda"):
+def default_max_pack(cfg, task) -> int:
+    """The most runs per pack, for a pack whose largest run is `cfg` (its task `task`): on a GPU
+    as many as about half its free memory holds (`run_bytes`), on a CPU CPU_MAX_PACK."""
+    from grok.hardware import is_gpu
+
+    if not is_gpu(cfg.train.device):
         return CPU_MAX_PACK
     import torch
 
     free, _ = torch.cuda.mem_get_info(torch.device(cfg.train.device))
-    return max(1, min(MAX_PACK, int(0.5 * free / run_bytes(cfg))))
+    return max(1, min(MAX_PACK, int(0.5 * free / run_bytes(cfg, task))))
 
 
-def n_train(cfg) -> int:
-    return int(cfg.frac * cfg.p * cfg.p) + 1
+def run_bytes(cfg, task) -> int:
+    """Peak bytes of one run, by the estimate the up-front check refuses runs with
+    (grok.config.memory_estimate and peak_bytes)."""
+    from grok.config import memory_estimate, peak_bytes
+
+    return peak_bytes(memory_estimate(cfg, task.size(), task.vocab))
 
 
-def run_bytes(cfg) -> int:
-    """Rough bytes one run needs in a pack's training step: its largest activations (MLP pre and
-    post, residuals, float32 and float64 logits and their gradients) over every training pair,
-    plus its parameter-sized tensors (weights, gradients, optimizer state: `param_copies`)."""
-    from grok.config import param_copies
-
-    m = cfg.model
-    n = n_train(cfg)
-    from grok.hardware import DTYPE_BYTES
-
-    width = DTYPE_BYTES[cfg.train.dtype]
-    acts = n * (4 * m.d_mlp + 8 * m.d_model + 2 * m.n_heads * m.d_head) * width
-    acts += n * cfg.p * (2 * width + 3 * 8)
-    params = (cfg.p + 5) * m.d_model + 4 * m.n_heads * m.d_model * m.d_head + 2 * m.d_model * m.d_mlp \
-        + m.d_model * cfg.p
-    return acts + param_copies(cfg) * params * width
-
-
-def plan_packs(cfgs, max_pack: int | None) -> list[list[int]]:
-    """Indices of `cfgs` grouped into packs: jobs of one pack key, in order of train-set size so
-    a pack pads little, cut into packs of at most `max_pack` runs (None: `default_max_pack` of
-    the pack's largest run)."""
+def plan_packs(checked, max_pack: int | None) -> list[list[int]]:
+    """Indices of `checked` ((config, task) of each job, from the batch check) grouped into packs:
+    jobs of one pack key, in order of train-set size so a pack pads little, cut into packs of at
+    most `max_pack` runs (None: `default_max_pack` of the pack's largest run)."""
     from grok.train import pack_key
 
     groups: dict[tuple, list[int]] = {}
-    for i, c in enumerate(cfgs):
+    for i, (c, _) in enumerate(checked):
         groups.setdefault(pack_key(c), []).append(i)
     packs = []
     for idx in groups.values():
-        idx.sort(key=lambda i: (cfgs[i].frac, i))
+        idx.sort(key=lambda i: (checked[i][0].frac, i))
         pack: list[int] = []
         for i in idx:  # ascending size: the newest run is the pack's largest
-            if pack and len(pack) >= (max_pack or default_max_pack(cfgs[i])):
+            if pack and len(pack) >= (max_pack or default_max_pack(*checked[i])):
                 packs.append(pack)
                 pack = []
             pack.append(i)
@@ -155,7 +144,7 @@ def train_pack_jobs(prepared) -> list[JobReturn]:
         except Exception as e:  # one failed pack never takes down the sweep
             log.error("pack of %d job(s) failed: %s", len(dirs), one_line(e))
             results = [e] * len(dirs)
-        for (_, ret), d, r in zip(prepared, dirs, results):
+        for (cfg, ret), d, r in zip(prepared, dirs, results):
             if isinstance(r, BaseException):
                 if isinstance(r, FolderError):
                     log.error("%s", r)
@@ -163,7 +152,7 @@ def train_pack_jobs(prepared) -> list[JobReturn]:
                     record_failure(d, r)
                 ret.return_value, ret.status = r, JobStatus.FAILED
             else:
-                ret.return_value, ret.status = r, JobStatus.COMPLETED
+                ret.return_value, ret.status = objective(cfg, r), JobStatus.COMPLETED
     finally:
         root.removeHandler(handler)
         handler.close()
@@ -180,12 +169,14 @@ class PackedLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        job_overrides = with_sweep_id(self.config, job_overrides)
+        checked = check_batch(self.hydra_context, self.config, job_overrides)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
+        packs = plan_packs(checked, self.max_pack)
         prepared = prepare_jobs(self.hydra_context, self.config, jobs)
-        packs = plan_packs([cfg for cfg, _ in prepared], self.max_pack)
         log.info("%d job(s) in %d pack(s) of at most %s", len(jobs), len(packs),
                  self.max_pack or "auto")
         for k, pack in enumerate(packs):
@@ -221,12 +212,15 @@ class SlurmPackedLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
+        job_overrides = with_sweep_id(self.config, job_overrides)
+        checked = check_batch(self.hydra_context, self.config, job_overrides)
         jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
-        cfgs = [self.hydra_context.config_loader.load_sweep_config(self.config, o) for o, _ in jobs]
-        if self.max_pack is None and any(str(c.train.device).startswith("cuda") for c in cfgs):
-            raise ValueError("hydra.launcher.max_pack must be set for slurm_packed with "
-                             "train.device=cuda (this node cannot see the compute nodes' GPUs)")
-        packs = plan_packs(cfgs, self.max_pack)
+        from grok.hardware import is_gpu
+
+        if self.max_pack is None and any(is_gpu(c.train.device) for c, _ in checked):
+            refuse("hydra.launcher.max_pack must be set for slurm_packed with train.device=cuda "
+                   "(this node cannot see the compute nodes' GPUs)")
+        packs = plan_packs(checked, self.max_pack)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         params = dict(self.params)
         executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"),

@@ -23,7 +23,10 @@ def portable(ret) -> bytes:
         cloudpickle.loads(data)
         return data
     except Exception:  # noqa: BLE001 - keep what the error said
-        error = ret._return_value
+        try:
+            error = ret.return_value  # a failed job's return_value raises its error
+        except Exception as e:  # noqa: BLE001
+            error = e
         ret.return_value = RuntimeError(f"{type(error).__name__}: {error}")
         return cloudpickle.dumps(ret)
 

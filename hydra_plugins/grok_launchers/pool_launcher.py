@@ -29,6 +29,8 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict
 
+from hydra_plugins.grok_launchers._batch import check_batch, with_sweep_id
+
 log = logging.getLogger(__name__)
 
 POLL_S = 0.1  # how often finished jobs are looked for; jobs take seconds to hours
@@ -99,6 +101,8 @@ class PoolLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import cloudpickle
 
+        job_overrides = with_sweep_id(self.config, job_overrides)
+        check_batch(self.hydra_context, self.config, job_overrides)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

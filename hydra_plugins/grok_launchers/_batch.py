@@ -1,0 +1,233 @@
+"""The up-front check of a batch of jobs, run by every project launcher before it runs any job of
+the batch (and by launch.py for a single run and for --dry-run): compose each job, validate it
+(grok.checks.check, with no key added or removed against the same group choices), and no two
+jobs sharing a run folder. Bad input is one line on stderr and exit status 2.
+
+Composing is ~75 ms a job, too slow for a 700-job preset, so each distinct choice of config groups
+is composed once and the job's plain value overrides are applied to a copy with OmegaConf's public
+API (`apply_values`), as Hydra applies them. A value override of a key that the config does not
+have is added here, so the key check names it with the project's "did you mean" rather than
+Hydra's advice to add a `+`.
+
+The leading underscore keeps Hydra's plugin scanner from executing this module a second time (it
+re-runs every other module of hydra_plugins), so its exception class and its record of the batches
+checked in this process stay one.
+
+This module holds every call of the launch layer into grok/ for a batch: `grok.checks.check`,
+`grok.config.ConfigError`, `grok.record.identity.job_dirname` / `identity_key`. They are imported
+where they are used: Hydra imports every module of hydra_plugins at start-up, for any command,
+and the checks import torch.
+"""
+
+import functools
+import re
+import sys
+from datetime import datetime
+from typing import Callable, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+# Keys that say what a job returns to a search sweeper, and which way is better.
+METRICS = {"best_test_acc": "maximize", "final_test_acc": "maximize", "grok_step": "minimize",
+           "memorisation_step": "minimize"}
+
+
+@functools.cache
+def launch_id() -> str:
+    """This process's launch id (`sweep_id`'s default): its first call's time, to the microsecond."""
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+
+
+if not OmegaConf.has_resolver("grok.launch_id"):
+    OmegaConf.register_new_resolver("grok.launch_id", launch_id)
+
+
+def with_sweep_id(config: DictConfig, job_overrides) -> list[list[str]]:
+    """The jobs with `sweep_id=<this launch's id>` added where they set none, so that a job
+    composed in another process (pool, SLURM) has the id of the launch."""
+    sweep_id = str(config.sweep_id)
+    return [list(job) if any(o.split("=", 1)[0].lstrip("+") == "sweep_id" for o in job)
+            else [*job, f"sweep_id={sweep_id}"] for job in job_overrides]
+
+
+class BadInput(Exception):
+    """One line naming the bad value: the launch stops before any job runs."""
+
+
+def is_hydra(o: Override) -> bool:
+    return re.split(r"[./]", o.key_or_group.lstrip("+~"), maxsplit=1)[0] == "hydra"
+
+
+def one_line(e: Exception) -> str:
+    m = re.search(r"Could not find '(.+)/([^/']+)'", str(e))
+    if isinstance(e, MissingConfigException) and m and e.options:
+        return f"unknown {m[1]} '{m[2]}' (available: {', '.join(sorted(e.options))})"
+    return " ".join(str(e).split())
+
+
+def apply_values(overrides: Sequence[Override], cfg: DictConfig) -> None:
+    """Apply plain value overrides (`k=v`, `+k=v`, `++k=v`, `~k`) to `cfg` as Hydra does, except
+    that `k=v` on a missing key adds it (the key check then refuses it with "did you mean")."""
+    for o in overrides:
+        key, value = o.key_or_group, o.value()
+        if o.is_delete():
+            if OmegaConf.select(cfg, key, throw_on_missing=False) is None:
+                raise BadInput(f"~{key}: there is no {key} to remove")
+            parent, _, leaf = key.rpartition(".")
+            with open_dict(cfg):
+                del (OmegaConf.select(cfg, parent) if parent else cfg)[leaf]
+        elif o.is_add() and OmegaConf.select(cfg, key, throw_on_missing=False) is not None \
+                and not isinstance(value, (dict, list)):
+            raise BadInput(f"{o.input_line}: {key} exists already (drop the +)")
+        else:
+            OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+
+
+class Checker:
+    """Composes and validates jobs given by their (non-hydra) override lists. `compose(overrides)`
+    composes a config from group overrides; `groups` are the config group names."""
+
+    def __init__(self, compose: Callable[[list[str]], DictConfig], groups: set[str],
+                 parser: OverridesParser, remote: bool = False):
+        self.compose, self.groups, self.parser, self.remote = compose, groups, parser, remote
+        self.base: dict[tuple, tuple[DictConfig, dict]] = {}
+
+    def config(self, job: Sequence[str]) -> DictConfig:
+        overrides = [o for o in self.parser.parse_overrides(list(job)) if not is_hydra(o)]
+        is_group = [o.key_or_group.lstrip("+~") in self.groups for o in overrides]
+        key = tuple(o.input_line for o, g in zip(overrides, is_group) if g)
+        if key not in self.base:
+            cfg = self.compose(list(key))
+            if "hydra" in cfg:
+                with open_dict(cfg):
+                    del cfg["hydra"]
+            self.base[key] = cfg, OmegaConf.to_container(cfg, resolve=False)
+        cfg = OmegaConf.create(self.base[key][0])  # a copy; struct flag carried over
+        apply_values([o for o, g in zip(overrides, is_group) if not g], cfg)
+        return cfg
+
+    def check_keys(self, job: Sequence[str]) -> None:
+        """Only the key check (no key added or removed): for the overrides every job of a sweep
+        shares, which need not make a whole job."""
+        from grok.config import ConfigError, check_keys
+
+        try:
+            check_keys(self.config(job), self.base[self._key(job)][1])
+        except ConfigError as e:
+            raise BadInput(str(e)) from None
+        except (HydraException, OmegaConfBaseException) as e:
+            raise BadInput(one_line(e)) from None
+
+    def check(self, job: Sequence[str]):
+        """The job's config and task; BadInput if a value is bad."""
+        from grok.checks import check
+        from grok.config import ConfigError
+
+        try:
+            cfg = self.config(job)
+            # reference: no key added (`+fracc=0.3`) or removed (`~p`) by the overrides
+            task = check(cfg, device_here=not self.remote, reference=self.base[self._key(job)][1])
+            metric = cfg.get("optimized_metric")
+            if metric is not None and metric not in METRICS:
+                raise BadInput(f"optimized_metric={metric}: not one of {', '.join(METRICS)}")
+        except ConfigError as e:
+            raise BadInput(str(e)) from None
+        except (HydraException, OmegaConfBaseException) as e:
+            raise BadInput(one_line(e)) from None
+        return cfg, task
+
+    def _key(self, job) -> tuple:
+        return tuple(o.input_line for o in self.parser.parse_overrides(list(job))
+                     if not is_hydra(o) and o.key_or_group.lstrip("+~") in self.groups)
+
+    def check_all(self, jobs: Sequence[Sequence[str]]) -> list:
+        """(config, task) of every job, in order; BadInput at the first bad job or shared folder."""
+        out = [self.check(job) for job in jobs]
+        error = same_folder([task_overrides(self.parser, j) for j in jobs])
+        if error:
+            raise BadInput(error)
+        return out
+
+
+def task_overrides(parser: OverridesParser, job: Sequence[str]) -> list[str]:
+    return [o.input_line for o in parser.parse_overrides(list(job)) if not is_hydra(o)]
+
+
+def same_folder(jobs: list[list[str]]) -> str | None:
+    """Two jobs of a sweep that are one run (one folder: grok.record.identity.job_dirname): an error."""
+    from grok.record.identity import identity_key, job_dirname
+
+    seen: dict[str, int] = {}
+    for i, job in enumerate(jobs):
+        name = job_dirname(job)
+        if name in seen:
+            other = jobs[seen[name]]
+            differ = sorted({o.split("=", 1)[0] for o in set(job) ^ set(other)})
+            what = (f"they differ only in {', '.join(differ)}, which continue a run rather than make "
+                    f"another" if differ and not any(identity_key(k.lstrip("+~")) for k in differ)
+                    else "they are the same run")
+            return f"jobs {seen[name]} and {i} of the sweep would share the run folder '{name}': {what}"
+        seen[name] = i
+    return None
+
+
+def groups_of(config_loader) -> set[str]:
+    return {g for g in config_loader.list_groups("") if g != "hydra"}
+
+
+def is_remote(config: DictConfig) -> bool:
+    """Do this launch's jobs run on other nodes (SLURM)? They check their CUDA device there."""
+    return "slurm" in str(OmegaConf.select(config, "hydra.launcher._target_", default="")).lower()
+
+
+def launcher_checker(hydra_context, config: DictConfig) -> Checker:
+    """The checker of a launcher's batches: jobs composed as the launcher composes them."""
+    loader = hydra_context.config_loader
+    return Checker(lambda o: loader.load_sweep_config(config, o), groups_of(loader),
+                   OverridesParser.create(config_loader=loader), remote=is_remote(config))
+
+
+_checked: dict[tuple, dict] = {}  # batches this process checked already (by the sweeper)
+
+
+def check_batch(hydra_context, config: DictConfig, job_overrides) -> list:
+    """(config, task) of every job of a launcher's batch; on bad input, one line on stderr and
+    exit status 2, before any job of the batch runs. A batch that is part of one checked before
+    in this process (the grok sweeper checks its whole grid first) is not checked again."""
+    jobs = [tuple(j) for j in job_overrides]
+    key = tuple(config.hydra.overrides.hydra)
+    done = _checked.get(key, {})
+    if all(j in done for j in jobs):
+        return [done[j] for j in jobs]
+    try:
+        out = launcher_checker(hydra_context, config).check_all(job_overrides)
+    except BadInput as e:
+        refuse(str(e))
+    _checked[key] = done | dict(zip(jobs, out))
+    return out
+
+
+def checked_jobs() -> list[tuple[list[str], DictConfig]]:
+    """(overrides, config) of every job this process checked, in order: the sweep's report."""
+    return [(list(job), cfg) for done in _checked.values() for job, (cfg, _) in done.items()]
+
+
+def refuse(line: str):
+    print(f"error: {line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def objective(cfg, summary: dict):
+    """What a job returns: its summary, or with `optimized_metric` set, that float (a search
+    sweeper's objective). A run that did not grok returns its budget for grok_step."""
+    metric = cfg.get("optimized_metric") if cfg is not None else None
+    if metric is None or not isinstance(summary, dict):
+        return summary
+    value = summary.get(metric)
+    if value is None and metric == "grok_step":
+        value = cfg.train.steps
+    return float("nan") if value is None else float(value)

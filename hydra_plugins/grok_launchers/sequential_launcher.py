@@ -1,0 +1,51 @@
+"""`hydra/launcher=sequential` (the default, conf/config.yaml): each job of a batch in this process,
+one after another, as Hydra's basic launcher runs them, after the whole batch is checked
+(_batch.check_batch), so a search sweeper's batches are checked too."""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import open_dict
+
+from hydra_plugins.grok_launchers._batch import check_batch, with_sweep_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SequentialLauncherConf:
+    _target_: str = "hydra_plugins.grok_launchers.sequential_launcher.SequentialLauncher"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="sequential", node=SequentialLauncherConf,
+                             provider="grok")
+
+
+class SequentialLauncher(Launcher):
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        job_overrides = with_sweep_id(self.config, job_overrides)
+        check_batch(self.hydra_context, self.config, job_overrides)
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("Launching %d jobs locally", len(job_overrides))
+        runs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=self.task_function,
+                                config=sweep_config, job_dir_key="hydra.sweep.dir",
+                                job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return runs
