@@ -2,8 +2,9 @@
 
 The one place that builds a run's task to check it: `check` validates the choices that a task
 is built from, builds the task (which checks its own values), validates the rest against it
-(grok.config) and checks the init group (grok.init). Imports no torch, so launch.py runs it on
-every job of a sweep before starting any; a job runs it once and keeps the task it returns.
+(grok.config) and checks the init group (grok.init). The launchers run it on every job of a batch
+before starting any (hydra_plugins/grok_launchers/_batch.py); a job runs it once and keeps the
+task it returns.
 """
 
 from omegaconf import DictConfig

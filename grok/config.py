@@ -152,10 +152,15 @@ def _same_keys(got: dict, want: dict, prefix: str) -> None:
                               f"key of the config")
     for k, v in got.items():
         if k not in want:
+            # `trian.steps=10` arrives as trian={'steps': 10}: name it as it was typed
+            rest, value = "", v
+            while isinstance(value, dict) and len(value) == 1:
+                (inner, value), = value.items()
+                rest += f".{inner}"
             close = difflib.get_close_matches(str(k), [str(w) for w in want], n=1)
-            hint = f"did you mean {prefix}{close[0]}?" if close else \
+            hint = f"did you mean {prefix}{close[0]}{rest}?" if close else \
                 f"known: {', '.join(prefix + str(w) for w in want)}"
-            raise ConfigError(f"{prefix}{k}={v!r}: unknown key ({hint})")
+            raise ConfigError(f"{prefix}{k}{rest}={value!r}: unknown key ({hint})")
         if isinstance(want[k], dict):
             if not isinstance(v, dict):
                 first = next(iter(want[k]), "key")

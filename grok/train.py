@@ -68,11 +68,11 @@ def make_loss(cfg: DictConfig):
     return instantiate(cfg.loss.fn) if cfg.get("loss") else token_ce
 
 
-def pack_key(cfg: DictConfig) -> tuple:
+def pack_key(cfg: DictConfig, task=None) -> tuple:
     """How a sweep groups its jobs into packs: the shape key, and (so that no run idles in a
-    pack) the step budget and eval interval, and the thread count."""
+    pack) the step budget and eval interval, and the thread count. `task`: cfg's task, if built."""
     t = cfg.train
-    return (*shape_key(cfg), t.steps, t.eval_every, t.threads)
+    return (*shape_key(cfg, task), t.steps, t.eval_every, t.threads)
 
 
 def make_optimizer(cfgs: list[DictConfig], params: dict) -> PackOptimizer:

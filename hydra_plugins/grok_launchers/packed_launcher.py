@@ -58,8 +58,8 @@ def plan_packs(checked, max_pack: int | None) -> list[list[int]]:
     from grok.train import pack_key
 
     groups: dict[tuple, list[int]] = {}
-    for i, (c, _) in enumerate(checked):
-        groups.setdefault(pack_key(c), []).append(i)
+    for i, (c, task) in enumerate(checked):
+        groups.setdefault(pack_key(c, task), []).append(i)
     packs = []
     for idx in groups.values():
         idx.sort(key=lambda i: (checked[i][0].frac, i))
