@@ -253,22 +253,24 @@ def run(cfg: DictConfig, run_dir, files: dict[str, str] | None = None) -> dict:
     return result
 
 
-def train_pack(cfgs: list[DictConfig], run_dirs: list, files: list | None = None) -> list:
+def train_pack(cfgs: list[DictConfig], run_dirs: list, files: list | None = None,
+               tasks: list | None = None) -> list:
     """Train the runs `cfgs` (one folder each) as one pack; their summaries, in order. A run that
     cannot start (its folder refuses it or is in use, its checkpoint is unreadable, ...) fails
     alone: its entry is the exception, and the others train. An error while training raises.
-    `files`: per run, further files to write into its folder once it trains (Hydra's `.hydra/`)."""
+    `files`: per run, further files to write into its folder once it trains (Hydra's `.hydra/`).
+    `tasks`: per run, its task if the caller built it already (the launchers' batch check)."""
     # Denormal floats in tiny late-training gradients cost ~5x. The setting is process-wide, so
     # it is undone afterwards (torch's default is off; a sweep's next job sets it again).
     torch.set_flush_denormal(True)
     try:
-        return _train_pack(cfgs, run_dirs, files or [None] * len(cfgs))
+        return _train_pack(cfgs, run_dirs, files or [None] * len(cfgs), tasks)
     finally:
         torch.set_flush_denormal(False)
 
 
-def _train_pack(cfgs, run_dirs, files) -> list:
-    tasks = [build_task(c) for c in cfgs]  # each job's one task, handed to its Run
+def _train_pack(cfgs, run_dirs, files, tasks=None) -> list:
+    tasks = tasks or [build_task(c) for c in cfgs]  # each job's one task, handed to its Run
     keys = {shape_key(c, t) for c, t in zip(cfgs, tasks)}
     if len(keys) > 1:
         raise ValueError(f"runs of one pack must share shapes, optimizer, device and dtype: {keys}")

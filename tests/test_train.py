@@ -233,3 +233,19 @@ def test_a_job_builds_its_task_once(tmp_path, monkeypatch, task):
             tmp_path / "r")
     assert s["status"] == "complete"
     assert len(built) == 1
+
+
+def test_a_pack_given_its_tasks_builds_none(tmp_path, monkeypatch):
+    """The packed launcher hands train_pack the tasks its batch check built: no second build."""
+    import grok.tasks
+    from grok.checks import check
+    from grok.train import train_pack
+
+    cfgs = [compose_cfg(["logger=none", *TINY, "measures=off", "train.steps=10", f"seed={s}"])
+            for s in (0, 1)]
+    tasks = [check(c) for c in cfgs]
+    built = []
+    get_class = grok.tasks.get_class
+    monkeypatch.setattr(grok.tasks, "get_class", lambda target: built.append(target) or get_class(target))
+    results = train_pack(cfgs, [tmp_path / "a", tmp_path / "b"], tasks=tasks)
+    assert [r["status"] for r in results] == ["complete", "complete"] and built == []

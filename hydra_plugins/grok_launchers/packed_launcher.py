@@ -126,9 +126,10 @@ def prepare_jobs(hydra_context, config, jobs) -> list[tuple[Any, JobReturn]]:
     return out
 
 
-def train_pack_jobs(prepared) -> list[JobReturn]:
+def train_pack_jobs(prepared, tasks: list | None = None) -> list[JobReturn]:
     """Train one pack of prepared jobs; their JobReturns with the summaries (or the error).
-    Errors are in the runs' launch.log already (grok.train.train_pack logs them)."""
+    Errors are in the runs' launch.log already (grok.train.train_pack logs them). `tasks`: the
+    jobs' tasks from the batch check, so that a job builds its task once in this process."""
     from grok.record.local import one_line, record_failure
     from grok.record.lock import FolderError
     from grok.train import train_pack
@@ -140,7 +141,8 @@ def train_pack_jobs(prepared) -> list[JobReturn]:
     root.addHandler(handler)
     try:
         try:
-            results = train_pack(cfgs, dirs, [getattr(ret, "files", None) for _, ret in prepared])
+            results = train_pack(cfgs, dirs, [getattr(ret, "files", None) for _, ret in prepared],
+                                 tasks)
         except Exception as e:  # one failed pack never takes down the sweep
             log.error("pack of %d job(s) failed: %s", len(dirs), one_line(e))
             results = [e] * len(dirs)
@@ -181,7 +183,7 @@ class PackedLauncher(Launcher):
                  self.max_pack or "auto")
         for k, pack in enumerate(packs):
             log.info("pack %d: %s", k, "; ".join(Path(prepared[i][1].return_value).name for i in pack))
-            train_pack_jobs([prepared[i] for i in pack])
+            train_pack_jobs([prepared[i] for i in pack], [checked[i][1] for i in pack])
         return [ret for _, ret in prepared]
 
 
