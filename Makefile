@@ -38,7 +38,7 @@ test-slow: ## Run the slow end-to-end tests (seed claims, sweeps, SLURM; ~15 min
 	$(PY) -m pytest -q -m slow
 
 lint: ## ruff (style, unused names, import order) and the import layers (pyproject.toml)
-	$(PY) -m ruff check grok analysis launch.py bench tests scripts
+	$(PY) -m ruff check grok analysis hydra_plugins launch.py bench tests scripts
 	$(PY) scripts/check_layers.py
 
 slurm-up: ## Start a single-node SLURM here (root; installs Debian packages if missing)
