@@ -62,6 +62,35 @@ def test_optuna_runs_four_trials_and_reports_the_best_objective(tmp_path):
     assert f"Best value: {best['best_value']}" in r.stdout + r.stderr
 
 
+@pytest.mark.slow  # ~10 s each
+@pytest.mark.parametrize("launcher", ["sequential", "packed", "pool"])
+def test_a_search_that_proposes_one_point_twice_in_a_batch_trains_it_once(tmp_path, launcher):
+    """Optuna over two choices, two trials a batch: the same point twice in one batch is one
+    run (one folder), and both trials get its objective; later batches find it finished."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    r = launch(["-m", *FAST, "hydra/sweeper=optuna", f"hydra/launcher={launcher}",
+                "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=0",
+                "hydra.sweeper.direction=maximize", "optimized_metric=best_test_acc",
+                "optimizer.lr=choice(1e-3,3e-3)"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs/sweeps").iterdir()
+    runs = jobs_of(sweep)
+    assert [d.name.split("optimizer.lr=")[1].split(",")[0] for d in runs] == ["0.001", "0.003"]
+    accs = [json.loads((d / "summary.json").read_text())["best_test_acc"] for d in runs]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(accs))
+
+
+def test_a_search_sweeper_without_optimized_metric_is_one_line(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    r = launch(["-m", *FAST, "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                "optimizer.lr=interval(1e-3,1e-2)"], tmp_path, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    [line] = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "set optimized_metric to one of best_test_acc" in line
+    assert not any((tmp_path / "outputs/sweeps").glob("*/*/summary.json"))  # no job ran
+
+
 def test_objective_is_the_named_metric_and_a_run_that_did_not_grok_returns_its_budget():
     from conftest import compose_cfg
 

@@ -31,6 +31,9 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+# Sweepers that run a fixed grid (the grok sweeper and Hydra's basic one): any other searches,
+# and needs each job to return a number (optimized_metric).
+GRID_SWEEPERS = (".GrokSweeper", ".BasicSweeper")
 # Keys that say what a job returns to a search sweeper, and which way is better.
 METRICS = {"best_test_acc": "maximize", "final_test_acc": "maximize", "grok_step": "minimize",
            "memorisation_step": "minimize"}
@@ -207,8 +210,28 @@ def check_batch(hydra_context, config: DictConfig, job_overrides) -> list:
         out = launcher_checker(hydra_context, config).check_all(job_overrides)
     except BadInput as e:
         refuse(str(e))
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+    if not sweeper.endswith(GRID_SWEEPERS) and any(c.get("optimized_metric") is None for c, _ in out):
+        refuse(f"hydra.sweeper={sweeper.rpartition('.')[2]} searches by each job's objective: set "
+               f"optimized_metric to one of {', '.join(METRICS)} (and the sweeper's direction)")
     _checked[key] = done | dict(zip(jobs, out))
     return out
+
+
+def checked_launch(launch):
+    """A project launcher's `launch(self, job_overrides, initial_job_idx, checked)`, called with the
+    launch's `sweep_id` in every job, after the batch is checked (`checked`: (config, task) of
+    each job), and with each distinct job once: a search sweeper may propose one point twice in a
+    batch (optuna over `choice()`), and both copies get the one run's JobReturn. A grid sweeper
+    refuses such a repeat up front, as two jobs sharing a folder."""
+    @functools.wraps(launch)
+    def wrapper(self, job_overrides, initial_job_idx: int):
+        jobs = [tuple(j) for j in with_sweep_id(self.config, job_overrides)]
+        distinct = [list(j) for j in dict.fromkeys(jobs)]
+        checked = check_batch(self.hydra_context, self.config, distinct)
+        rets = dict(zip(map(tuple, distinct), launch(self, distinct, initial_job_idx, checked)))
+        return [rets[j] for j in jobs]
+    return wrapper
 
 
 def checked_jobs() -> list[tuple[list[str], DictConfig]]:

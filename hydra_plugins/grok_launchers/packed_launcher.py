@@ -22,7 +22,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 import grok.record.identity  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
-from hydra_plugins.grok_launchers._batch import check_batch, objective, refuse, with_sweep_id
+from hydra_plugins.grok_launchers._batch import checked_launch, objective, refuse
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,9 @@ class PackedLauncher(Launcher):
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        job_overrides = with_sweep_id(self.config, job_overrides)
-        checked = check_batch(self.hydra_context, self.config, job_overrides)
+    @checked_launch
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+               checked=None) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -211,11 +211,11 @@ class SlurmPackedLauncher(BaseSubmititLauncher):
             signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         return rets
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    @checked_launch
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+               checked=None) -> Sequence[JobReturn]:
         import submitit
 
-        job_overrides = with_sweep_id(self.config, job_overrides)
-        checked = check_batch(self.hydra_context, self.config, job_overrides)
         jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         from grok.hardware import is_gpu
 

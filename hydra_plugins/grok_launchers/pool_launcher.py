@@ -29,7 +29,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict
 
-from hydra_plugins.grok_launchers._batch import check_batch, with_sweep_id
+from hydra_plugins.grok_launchers._batch import checked_launch
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,11 @@ class PoolLauncher(Launcher):
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    @checked_launch
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+               checked=None) -> Sequence[JobReturn]:
         import cloudpickle
 
-        job_overrides = with_sweep_id(self.config, job_overrides)
-        check_batch(self.hydra_context, self.config, job_overrides)
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

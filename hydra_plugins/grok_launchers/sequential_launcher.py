@@ -12,7 +12,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from hydra.plugins.launcher import Launcher
 from omegaconf import open_dict
 
-from hydra_plugins.grok_launchers._batch import check_batch, with_sweep_id
+from hydra_plugins.grok_launchers._batch import checked_launch
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ class SequentialLauncher(Launcher):
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        job_overrides = with_sweep_id(self.config, job_overrides)
-        check_batch(self.hydra_context, self.config, job_overrides)
+    @checked_launch
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+               checked=None) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)

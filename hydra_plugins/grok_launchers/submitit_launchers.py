@@ -4,18 +4,16 @@ submitted. The compute nodes check their own CUDA device."""
 
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
 
-from hydra_plugins.grok_launchers._batch import check_batch, with_sweep_id
+from hydra_plugins.grok_launchers._batch import checked_launch
 
 
 class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    def launch(self, job_overrides, initial_job_idx):
-        job_overrides = with_sweep_id(self.config, job_overrides)
-        check_batch(self.hydra_context, self.config, job_overrides)
+    @checked_launch
+    def launch(self, job_overrides, initial_job_idx, checked=None):
         return super().launch(job_overrides, initial_job_idx)
 
 
 class LocalLauncher(submitit_launcher.LocalLauncher):
-    def launch(self, job_overrides, initial_job_idx):
-        job_overrides = with_sweep_id(self.config, job_overrides)
-        check_batch(self.hydra_context, self.config, job_overrides)
+    @checked_launch
+    def launch(self, job_overrides, initial_job_idx, checked=None):
         return super().launch(job_overrides, initial_job_idx)
