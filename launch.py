@@ -15,14 +15,34 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 # The default sweeper and launcher register their configs (and sweep_id's resolver) on import.
 # Hydra's plugin scan finds them too, but not through an editable install's import hook (the
 # grok-launch console script run from another folder).
 import hydra_plugins.grok_launchers.sequential_launcher  # noqa: F401,E402
-import hydra_plugins.grok_launchers.sweeper  # noqa: F401,E402
+from grok.record.identity import fingerprint, job_dirname  # noqa: E402
+from grok.record.local import hydra_files, one_line, record_failure  # noqa: E402
+from grok.record.lock import FolderError  # noqa: E402
+from grok.record.status import SweepReport, sweep_status  # noqa: E402
+from hydra_plugins.grok_launchers._batch import (  # noqa: E402
+    BadInput,
+    Checker,
+    checked_jobs,
+    groups_of,
+    is_hydra,
+    is_remote,
+    objective,
+)
+from hydra_plugins.grok_launchers._batch import one_line as hydra_one_line  # noqa: E402
+from hydra_plugins.grok_launchers.sweeper import GrokSweeper, expand  # noqa: E402
 
 
 def _conf_dir() -> Path:
@@ -65,19 +85,11 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
 @contextmanager
 def _hydra():
     """Hydra's public compose API on conf/: yields its config loader."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     with initialize_config_dir(str(CONF), version_base="1.3"):
         yield GlobalHydra.instance().config_loader()
 
 
 def _checker(loader, remote: bool):
-    from hydra import compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from hydra_plugins.grok_launchers._batch import Checker, groups_of
-
     return Checker(lambda o: compose("config", overrides=o), groups_of(loader),
                    OverridesParser.create(config_loader=loader), remote=remote)
 
@@ -87,12 +99,6 @@ def plan(argv: list[str]) -> tuple[list[list[str]], bool, bool]:
     it (hydra/sweeper=grok: the sweep params of the config, an experiment's
     `hydra.sweeper.params`, then the command line); hydra.* overrides left out. Also whether this
     is a multirun, and whether its jobs run on other nodes (SLURM)."""
-    from hydra import compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from hydra_plugins.grok_launchers._batch import is_hydra, is_remote
-    from hydra_plugins.grok_launchers.sweeper import GrokSweeper, expand
-
     args = parse_flags(argv)
     with _hydra() as loader:
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(args.overrides)
@@ -119,11 +125,6 @@ def check(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
     """(error, number of jobs): error is None if every job of the command line composes and
     validates and no two share a run folder, else one line. `keep`, if given, receives
     (overrides, config) of every job. The launchers run the same check on every batch."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from hydra_plugins.grok_launchers._batch import BadInput, one_line
-
     try:
         jobs, _, remote = plan(argv)
         with _hydra() as loader:
@@ -131,7 +132,7 @@ def check(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
     except BadInput as e:
         return str(e), 0
     except (HydraException, OmegaConfBaseException) as e:
-        return one_line(e), 0
+        return hydra_one_line(e), 0
     if keep is not None:
         keep += [(job, cfg) for job, (cfg, _) in zip(jobs, checked)]
     return None, len(jobs)
@@ -141,13 +142,6 @@ def check_shared(argv: list[str]) -> str | None:
     """A sweep's value overrides that are no sweep (Hydra applies them to the config every job
     shares, before the sweeper): an unknown key gets the "did you mean" line here, not Hydra's
     advice to add a `+`."""
-    from hydra import compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from hydra_plugins.grok_launchers._batch import BadInput, is_hydra, one_line
-
     try:
         with _hydra() as loader:
             parsed = OverridesParser.create(config_loader=loader).parse_overrides(
@@ -160,17 +154,13 @@ def check_shared(argv: list[str]) -> str | None:
     except BadInput as e:
         return str(e)
     except (HydraException, OmegaConfBaseException) as e:
-        return one_line(e)
+        return hydra_one_line(e)
     return None
 
 
 @hydra.main(config_path=str(CONF), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
-    from hydra.types import RunMode
-
-    from grok.record.local import hydra_files, one_line, record_failure
-    from grok.record.lock import FolderError
-    from grok.train import run
+    from grok.train import run  # torch and the models: only a job pays for them, not --help
 
     run_dir = HydraConfig.get().runtime.output_dir
     single = HydraConfig.get().mode == RunMode.RUN
@@ -194,8 +184,6 @@ def main(cfg: DictConfig) -> dict:
     if single:  # where to look next
         print(f"run folder: {run_dir} ({summary.get('verdict')}, best test acc "
               f"{summary.get('best_test_acc')})")
-    from hydra_plugins.grok_launchers._batch import objective
-
     return objective(cfg, summary)  # the summary, or the float a search sweeper optimizes
 
 
@@ -203,9 +191,6 @@ def report(sweep_dir: str, jobs: list | None = None) -> bool:
     """Print one line per job of the sweep; True if every job completed. `jobs`: (overrides,
     config) of every job of this launch (checked by the launchers), listed whether or not they got a folder;
     without them, the run folders found in `sweep_dir`."""
-    from grok.record.identity import fingerprint
-    from grok.record.status import sweep_status
-
     rows = sweep_status(sweep_dir, None if jobs is None else
                         [(overrides, fingerprint(cfg)) for overrides, cfg in jobs])
     bad = [r for r in rows if r[1] != "complete"]
@@ -235,8 +220,6 @@ def cli() -> None:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)
         if args.dry_run:
-            from grok.record.identity import job_dirname
-
             for job, _ in jobs:
                 print(f"  {job_dirname(job)}: {' '.join(job) or '(no overrides)'}")
             print(f"{n_jobs} job(s), every config valid; nothing run")
@@ -245,9 +228,6 @@ def cli() -> None:
     # an install elsewhere put on their path: the same code as the launcher that checked them.
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]))
-    from grok.record.status import SweepReport
-    from hydra_plugins.grok_launchers._batch import checked_jobs
-
     refused = False  # a launcher refused a batch (exit 2): no job ran, nothing to report
     try:
         main()
