@@ -22,6 +22,9 @@ TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks tha
 TASKS = (*TASK_OPS, "poly")
 OTHER_TASKS = ("digits_add", "repeat_subseq", "max_element", "sort", "prime", "gcd", "mixture")  # grok.tasks
 GROKFAST_FILTERS = ("ema", "ma")  # grok.optim
+# The update rule (grok.optim) that configs written before `optimizer._target_` named by their
+# `optimizer.base` or else `optimizer.name`: a record of the past, it never grows.
+TARGET_BEFORE = {"adamw": "grok.optim.AdamW", "adam": "grok.optim.Adam", "sgd": "grok.optim.SGD"}
 LOSSES = ("cross_entropy", "stablemax")  # conf/loss/
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")

@@ -28,7 +28,7 @@ import math
 import torch
 
 from grok.config import GROKFAST_FILTERS as FILTERS
-from grok.config import Bound, ConfigError
+from grok.config import TARGET_BEFORE, Bound, ConfigError
 
 EPS = 1e-8  # torch's default
 ORTHO_EPS = 1e-30  # ⊥Grad: added to |w|^2 and |g_orth| (as the reference implementation)
@@ -54,15 +54,12 @@ RULES: dict[str, type["UpdateRule"]] = {}  # by `_target_`: every subclass of Up
 class UpdateRule:
     """One base update over a pack. A subclass declares:
 
-    - `NAME`: the `optimizer.name` (or `optimizer.base`) of run folders written before
-      `optimizer._target_` existed, which they resume as this rule ("" for none);
     - `HYPER`: its hyperparameters, keys of the optimizer config, each a per-run value that
       grok.config checks against its `Bound` (lr, weight_decay and warmup_steps for every rule:
       the warmup schedule is the pack's);
     - `STATE`: its per-parameter buffers, each shaped like the parameter (zeros at the start);
     - `update(params, state, hp, steps, lr)`: the update of every run at once."""
 
-    NAME = ""
     HYPER = {"lr": Bound(0.0, math.inf), "weight_decay": Bound(0.0, math.inf, lo_open=False),
              "warmup_steps": Bound(0, integer=True)}
     STATE: tuple[str, ...] = ()
@@ -82,7 +79,6 @@ class UpdateRule:
 class AdamW(UpdateRule):
     """torch.optim.AdamW: decoupled weight decay, w <- w (1 - lr wd), then the Adam step."""
 
-    NAME = "adamw"
     HYPER = {**UpdateRule.HYPER, "betas": Bound(0, 1, lo_open=False, n=2)}
     STATE = ("exp_avg", "exp_avg_sq")
     DECOUPLED = True
@@ -110,14 +106,12 @@ class AdamW(UpdateRule):
 class Adam(AdamW):
     """torch.optim.Adam: weight decay as an L2 term added to the gradient, not decoupled."""
 
-    NAME = "adam"
     DECOUPLED = False
 
 
 class SGD(UpdateRule):
     """torch.optim.SGD with momentum (the first buffer is the gradient) and L2 weight decay."""
 
-    NAME = "sgd"
     HYPER = {**UpdateRule.HYPER, "momentum": Bound(0.0, 1.0, lo_open=False)}
     STATE = ("momentum_buffer",)
 
@@ -137,12 +131,15 @@ class SGD(UpdateRule):
 
 def update_rule(o) -> type[UpdateRule]:
     """The rule an optimizer config names: its `_target_`, or for a config written before the key
-    its `base` or `name`. Looked up among the registered rules only (nothing is imported by
-    name); anything else is a ConfigError naming the value."""
+    that of its `base` or `name` (grok.config.TARGET_BEFORE). Looked up among the registered
+    rules only (nothing is imported by name); anything else is a ConfigError naming the value."""
     target = o.get("_target_")
     if target is None:
         old = o.get("base", o.get("name"))
-        target = next((t for t, r in RULES.items() if r.NAME and r.NAME == old), old)
+        target = TARGET_BEFORE.get(old) if isinstance(old, str) else None
+        if target is None:
+            raise ConfigError(f"optimizer._target_: missing, and optimizer.name={old!r} names no "
+                              f"update rule of before the key (e.g. grok.optim.AdamW)")
     rule = RULES.get(target) if isinstance(target, str) else None
     if rule is None:
         raise ConfigError(f"optimizer._target_={target!r}: not an update rule of grok.optim "

@@ -39,8 +39,12 @@ def test_defining_a_rule_registers_it_under_its_dotted_name():
     target = rule_target(SignDescent)
     assert target == f"{__name__}.SignDescent" and RULES[target] is SignDescent
     assert update_rule({"_target_": target, "name": "sign"}) is SignDescent
-    assert {rule_target(update_rule({"name": n})) for n in ("adamw", "adam", "sgd")} == \
-        {"grok.optim.AdamW", "grok.optim.Adam", "grok.optim.SGD"}  # folders written before _target_
+    # configs written before _target_: the rule of their base, or else of their name
+    assert [rule_target(update_rule({"name": n})) for n in ("adamw", "adam", "sgd")] == \
+        ["grok.optim.AdamW", "grok.optim.Adam", "grok.optim.SGD"]
+    assert update_rule({"name": "grokfast_ema", "base": "sgd"}) is RULES["grok.optim.SGD"]
+    with pytest.raises(ConfigError, match=r"^optimizer._target_: missing, and optimizer.name='sign'"):
+        update_rule({"name": "sign"})
 
 
 def test_a_rule_updates_every_run_of_a_pack_by_its_own_hyperparameters():

@@ -22,8 +22,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from grok.config import ConfigError
-from grok.optim import rule_target, update_rule
+from grok.config import TARGET_BEFORE
 
 # Keys that may change between a checkpoint and its resume without changing the run's results.
 RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
@@ -120,6 +119,7 @@ def changes(stored: dict, current: dict) -> list[str]:
     fingerprint lacks is not compared: the folder was written before the key existed."""
     stored, current = canonical(copy.deepcopy(stored)), canonical(copy.deepcopy(current))
     _optimizer_target(stored)
+    _optimizer_target(current)
     for key in ADDED_LATER:
         if not _has(stored, key):
             _pop(current, key)
@@ -127,16 +127,15 @@ def changes(stored: dict, current: dict) -> list[str]:
 
 
 def _optimizer_target(c: dict) -> None:
-    """A fingerprint written before `optimizer._target_` (grok.optim) with the `_target_` its
-    `base` (a Grokfast or ⊥Grad optimizer's update) or its name meant, and `base` dropped."""
+    """A config written before `optimizer._target_` (grok.optim) with the `_target_` its `base`
+    (a Grokfast or ⊥Grad optimizer's update) or else its name meant, and `base` dropped."""
     o = c.get("optimizer")
     if not isinstance(o, dict) or "_target_" in o:
         return
-    try:
-        o["_target_"] = rule_target(update_rule(o))
-    except ConfigError:
-        return  # a name no rule had: compared as ADDED_LATER says
-    o.pop("base", None)
+    old = o.get("base", o.get("name"))
+    if isinstance(old, str) and old in TARGET_BEFORE:  # else: compared as ADDED_LATER says
+        o["_target_"] = TARGET_BEFORE[old]
+        o.pop("base", None)
 
 
 def diff(a, b, prefix="") -> list[str]:
