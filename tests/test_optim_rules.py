@@ -96,9 +96,10 @@ def test_a_target_that_names_no_registered_rule_is_one_config_error(target):
     assert "this" not in sys.modules  # looked up, never imported (a run folder is data)
 
 
-def test_a_target_outside_the_registry_is_one_line_exit_2(tmp_path):
+@pytest.mark.parametrize("sweep", [[], ["-m", "seed=0,1"]], ids=["single", "sweep"])
+def test_a_target_outside_the_registry_is_one_line_exit_2(tmp_path, sweep):
     for target in ("os.system", "grok.optim.RMSprop"):
-        r = launch([f"optimizer._target_={target}", *TINY, "logger=none"], cwd=tmp_path, timeout=60)
+        r = launch([*sweep, f"optimizer._target_={target}", *TINY, "logger=none"], cwd=tmp_path, timeout=60)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
         assert f"optimizer._target_='{target}'" in lines[0]
