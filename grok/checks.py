@@ -9,9 +9,10 @@ task it returns.
 
 from omegaconf import DictConfig
 
-from grok.config import validate, validate_choices
+from grok.config import select, validate, validate_choices, view
 from grok.init import check_init
 from grok.models import builder
+from grok.optim import update_rule
 from grok.tasks import build_task
 from grok.tasks.base import Task
 
@@ -25,7 +26,7 @@ def check_run(cfg: DictConfig, device_here: bool = True, reference: DictConfig |
     or removed (grok.config.check_keys). `task`: this config's task, if the caller built it."""
     validate_choices(cfg, reference)
     task = build_task(cfg) if task is None else task  # a modular task checks its op as it is built
-    validate(cfg, task, device_here)
+    validate(cfg, task, update_rule(select(view(cfg), "optimizer")), device_here)
     builder(cfg)  # model._target_ names a model of grok.models
     return task, check_init(cfg, task)
 

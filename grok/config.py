@@ -9,6 +9,7 @@ logger, then the memory a run would need); `check_keys` refuses keys no config g
 import difflib
 import math
 import re
+from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -20,9 +21,10 @@ from grok.ops import MAX_P, Op, OpError, parse_op
 TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
 TASKS = (*TASK_OPS, "poly")
 OTHER_TASKS = ("digits_add", "repeat_subseq", "max_element", "sort", "prime", "gcd", "mixture")  # grok.tasks
-OPTIMIZERS = ("adamw", "adam", "sgd")  # base updates of grok.optim.PackOptimizer (its KINDS)
-TRANSFORMED = ("grokfast_ema", "grokfast_ma", "ortho_adamw")  # gradient transforms on a base
 GROKFAST_FILTERS = ("ema", "ma")  # grok.optim
+# The update rule (grok.optim) that configs written before `optimizer._target_` named by their
+# `optimizer.base` or else `optimizer.name`: a record of the past, it never grows.
+TARGET_BEFORE = {"adamw": "grok.optim.AdamW", "adam": "grok.optim.Adam", "sgd": "grok.optim.SGD"}
 LOSSES = ("cross_entropy", "stablemax")  # conf/loss/
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -250,21 +252,42 @@ def tables_exact(cfg, task) -> bool:
             and m["act"] == "relu" and tuple(task.positions) == (task.n_ctx - 1,))
 
 
-def _optimizer(cfg) -> None:
-    name = _choice(cfg, "optimizer.name", OPTIMIZERS + TRANSFORMED)
-    if name in TRANSFORMED:
-        name = _choice(cfg, "optimizer.base", OPTIMIZERS)
-        _transforms(cfg)
-    _num(cfg, "optimizer.lr", 0.0, math.inf)
-    _num(cfg, "optimizer.weight_decay", 0.0, math.inf, lo_open=False)
-    check_int(cfg, "optimizer.warmup_steps", lo=0)
-    if name == "sgd":
-        _num(cfg, "optimizer.momentum", 0.0, 1.0, lo_open=False)
-        return
-    betas = select(cfg, "optimizer.betas")
-    if not (isinstance(betas, list) and len(betas) == 2 and all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
-        raise ConfigError(f"optimizer.betas={betas!r}: must be two numbers in [0, 1), e.g. [0.9,0.98]")
+@dataclass(frozen=True)
+class Bound:
+    """What the check accepts for one hyperparameter of an update rule (grok.optim's `HYPER`):
+    a number from lo to hi (each end open or closed), an integer >= lo (`integer`), or a list
+    of `n` such numbers (n > 1)."""
+
+    lo: float
+    hi: float = math.inf
+    lo_open: bool = True
+    hi_open: bool = True
+    integer: bool = False
+    n: int = 1
+
+
+def _bounded(cfg, key: str, b: Bound) -> None:
+    if b.integer:
+        check_int(cfg, key, lo=b.lo)
+    elif b.n == 1:
+        _num(cfg, key, b.lo, b.hi, b.lo_open, b.hi_open)
+    else:
+        v = select(cfg, key)
+        ok = isinstance(v, list) and len(v) == b.n and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool)
+            and (x > b.lo if b.lo_open else x >= b.lo) and (x < b.hi if b.hi_open else x <= b.hi) for x in v)
+        if not ok:
+            lb, rb = "(" if b.lo_open else "[", ")" if b.hi_open else "]"
+            raise ConfigError(f"{key}={v!r}: must be a list of {b.n} numbers in {lb}{b.lo}, {b.hi}{rb}")
+
+
+def _optimizer(cfg, rule) -> None:
+    """The optimizer's name, gradient transforms and the hyperparameters its update rule declares
+    (`rule`: the class `optimizer._target_` names, grok.optim.update_rule)."""
+    _str(cfg, "optimizer.name")
+    _transforms(cfg)
+    for key, bound in rule.HYPER.items():
+        _bounded(cfg, f"optimizer.{key}", bound)
 
 
 def _transforms(cfg) -> None:
@@ -451,7 +474,7 @@ def validate_choices(cfg: DictConfig, reference: DictConfig | dict | None = None
     _choice(cfg, "model.layout", LAYOUTS)  # a modular task's tokens
 
 
-def validate(cfg: DictConfig, task, device_here: bool = True) -> None:
+def validate(cfg: DictConfig, task, rule, device_here: bool = True) -> None:
     """Raise ConfigError on the first bad value of `cfg`, whose task (grok.tasks; it checks its
     own values as it is built) is `task`. `device_here=False` skips the check that the CUDA
     device exists on this machine (for jobs sent to other nodes). Building the task and checking
@@ -459,7 +482,7 @@ def validate(cfg: DictConfig, task, device_here: bool = True) -> None:
     cfg = view(cfg)
     _data(cfg, task)
     _model(cfg, task)
-    _optimizer(cfg)
+    _optimizer(cfg, rule)
     _loss(cfg)
     _train(cfg, device_here)
     _measures(cfg, select(cfg, "p"))

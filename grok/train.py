@@ -30,7 +30,7 @@ from tqdm import tqdm
 from grok.data import PackBatch, batch_at
 from grok.hardware import DTYPE_BYTES, is_gpu, torch_dtype
 from grok.losses import accuracy, mean_ce, per_position, token_ce
-from grok.optim import PackOptimizer
+from grok.optim import PackOptimizer, update_rule
 from grok.record.local import one_line
 from grok.record.lock import FolderError
 from grok.runs import Run
@@ -53,10 +53,10 @@ def shape_key(cfg: DictConfig, task=None) -> tuple:
 
 
 def optimizer_key(o) -> tuple:
-    """What the runs of a pack share of their optimizer: the kind, the base update and the
-    gradient transforms (their per-run coefficients may differ; the MA window may not)."""
+    """What the runs of a pack share of their optimizer: the update rule and the gradient
+    transforms (their per-run coefficients may differ; the MA window may not)."""
     gf = o.get("grokfast") or {}
-    return (o.name, o.get("base", o.name), gf.get("filter"), gf.get("window"), o.get("orthogonal", False))
+    return (update_rule(o), gf.get("filter"), gf.get("window"), o.get("orthogonal", False))
 
 
 def loss_name(cfg: DictConfig) -> str:
@@ -76,18 +76,17 @@ def pack_key(cfg: DictConfig, task=None) -> tuple:
 
 
 def make_optimizer(cfgs: list[DictConfig], params: dict) -> PackOptimizer:
-    """The pack optimizer with each run's own hyperparameters."""
+    """The pack optimizer of the update rule the runs' `optimizer._target_` names, with each
+    run's own hyperparameters (those the rule declares)."""
     o = [c.optimizer for c in cfgs]
-    kind = o[0].get("base", o[0].name)  # grokfast_ema, ortho_adamw, ...: a transform on a base
+    rule = update_rule(o[0])
     gf = [c.get("grokfast") for c in o]
     grokfast = gf[0] and {"filter": gf[0].filter, "window": gf[0].get("window"),
                           "lamb": [g.lamb for g in gf], "alpha": [g.get("alpha") for g in gf]}
-    return PackOptimizer(
-        params, kind, lr=[c.lr for c in o], weight_decay=[c.weight_decay for c in o],
-        warmup_steps=[c.warmup_steps for c in o],
-        betas=None if kind == "sgd" else [tuple(c.betas) for c in o],
-        momentum=[c.momentum for c in o] if kind == "sgd" else None,
-        grokfast=grokfast or None, orthogonal=o[0].get("orthogonal", False))
+    hyper = {k: [OmegaConf.to_object(c[k]) if OmegaConf.is_config(c[k]) else c[k] for c in o]
+             for k in rule.HYPER}
+    return PackOptimizer(params, rule, grokfast=grokfast or None,
+                         orthogonal=o[0].get("orthogonal", False), **hyper)
 
 
 class Pack:

@@ -8,14 +8,16 @@ import torch
 from conftest import TINY, assert_same_run, compose_cfg, read_metrics
 
 from grok.losses import stablemax, stablemax_ce
-from grok.optim import PackOptimizer
+from grok.optim import SGD, Adam, AdamW, PackOptimizer
 from grok.train import run, train_pack
+
+RULE = {"adamw": AdamW, "adam": Adam, "sgd": SGD}  # the update rule of each kind
 
 
 def sgd(w, **kw):
     """Plain SGD with lr 1 (no decay, momentum or warmup): the update is -1 x the transformed
     gradient, so the weights show what the transform made of it."""
-    return PackOptimizer({"w": w}, "sgd", lr=[1.0] * w.shape[0], weight_decay=[0.0] * w.shape[0],
+    return PackOptimizer({"w": w}, SGD, lr=[1.0] * w.shape[0], weight_decay=[0.0] * w.shape[0],
                          warmup_steps=[0] * w.shape[0], momentum=[0.0] * w.shape[0], **kw)
 
 
@@ -113,7 +115,7 @@ def test_packed_equals_single_bit_for_bit(kind, transform):
         params = {n: torch.nn.Parameter(w[idx].clone()) for n, w in w0.items()}
         kw = {k: ({**v, **{h: [v[h][i] for i in idx] for h in ("alpha", "lamb") if h in v}}
                   if isinstance(v, dict) else v) for k, v in TRANSFORMS[transform].items()}
-        opt = PackOptimizer(params, kind, lr=[[1e-2, 3e-2, 1e-1][i] for i in idx],
+        opt = PackOptimizer(params, RULE[kind], lr=[[1e-2, 3e-2, 1e-1][i] for i in idx],
                             weight_decay=[[0.0, 0.5, 1.0][i] for i in idx],
                             warmup_steps=[[0, 2, 5][i] for i in idx],
                             betas=None if kind == "sgd" else [(0.9, 0.98)] * len(idx),
@@ -175,7 +177,7 @@ def test_runs_with_another_loss_base_filter_or_window_never_share_a_pack(tmp_pat
     cfg = compose_cfg([*BASE, "optimizer=grokfast_ma"])
     for other in (["optimizer=grokfast_ma", "optimizer.grokfast.window=7"],
                   ["optimizer=grokfast_ma", "loss=stablemax"], ["optimizer=adamw"],
-                  ["optimizer=grokfast_ma", "optimizer.base=adam"],
+                  ["optimizer=grokfast_ma", "optimizer._target_=grok.optim.Adam"],
                   ["optimizer=grokfast_ma", "optimizer.grokfast.filter=ema",
                    "+optimizer.grokfast.alpha=0.9"]):
         with pytest.raises(ValueError, match="must share"):
@@ -195,7 +197,8 @@ def test_stablemax_changes_what_a_run_trains_on(tmp_path):
     (["optimizer=grokfast_ema", "optimizer.grokfast.lamb=-1"], r"optimizer.grokfast.lamb=-1: must be"),
     (["optimizer=grokfast_ma", "optimizer.grokfast.window=0"], r"optimizer.grokfast.window=0: must be"),
     (["optimizer=grokfast_ma", "optimizer.grokfast.filter=median"], r"filter='median': unknown"),
-    (["optimizer=grokfast_ema", "optimizer.base=rmsprop"], r"optimizer.base='rmsprop': unknown"),
+    (["optimizer=grokfast_ema", "optimizer._target_=grok.optim.RMSprop"],
+     r"optimizer._target_='grok.optim.RMSprop': not an update rule"),
     (["optimizer=ortho_adamw", "optimizer.orthogonal=maybe"], r"optimizer.orthogonal='maybe': must be true"),
     (["loss=stablemax", "loss.name=softmax"], r"loss.name='softmax': unknown"),
 ])

@@ -15,11 +15,15 @@ BASE = ["logger=none", *TINY, "measures=off"]
 
 
 def old_layout(cfg):
-    """`cfg` as the code before these keys wrote it: no `optimized_metric`, no `model._target_`."""
+    """`cfg` as the code before these keys wrote it: no `optimized_metric`, no `_target_` in
+    `model` or `optimizer`, and a Grokfast or ⊥Grad optimizer's update named by `base`."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg))
     with open_dict(cfg):
         cfg.pop("optimized_metric", None)
         cfg.model.pop("_target_", None)
+        target = cfg.optimizer.pop("_target_", None)
+        if cfg.optimizer.name not in ("adamw", "adam", "sgd"):
+            cfg.optimizer.base = target.rpartition(".")[2].lower()
     return cfg
 
 
@@ -55,9 +59,46 @@ def test_a_folder_written_before_the_new_keys_resumes_with_them(tmp_path):
     run(old_layout(compose_cfg([*BASE, "train.steps=20"])), folder)  # the layout before: neither key
     written = OmegaConf.load(folder / "config.yaml")
     assert "optimized_metric" not in written and "_target_" not in written.model
+    assert "_target_" not in written.optimizer
     relaunch = with_new_keys(compose_cfg([*BASE, "train.steps=40"]))
     assert job_status(folder, fingerprint(relaunch))[0] == "complete"  # not "refused"
     s = run(relaunch, folder)
     assert s["resumed_from"] == 20 and s["steps"] == 40
     with pytest.raises(RunRefused, match="differs in frac"):
         run(with_new_keys(compose_cfg([*BASE, "frac=0.5", "train.steps=60"])), folder)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd", "grokfast_ema", "ortho_adamw"])
+def test_an_optimizer_named_by_name_or_base_compares_equal_to_its_target(optimizer):
+    """Folders written before `optimizer._target_` name the update by `optimizer.name` or, for
+    a transform, `optimizer.base` (a key the configs dropped): the same run as its `_target_`."""
+    old = fingerprint(old_layout(compose_cfg([*BASE, f"optimizer={optimizer}"])))
+    assert "_target_" not in old["optimizer"]
+    assert ("base" in old["optimizer"]) == (optimizer not in ("adamw", "sgd"))
+    assert changes(old, fingerprint(compose_cfg([*BASE, f"optimizer={optimizer}"]))) == []
+
+
+def test_a_base_other_than_the_target_is_another_run():
+    old = fingerprint(old_layout(compose_cfg([*BASE, "optimizer=grokfast_ema"])))
+    old["optimizer"]["base"] = "adam"  # Grokfast on Adam, written before _target_
+    now = fingerprint(compose_cfg([*BASE, "optimizer=grokfast_ema"]))  # on AdamW
+    assert changes(old, now) == ["optimizer._target_"]
+    on_adam = fingerprint(compose_cfg([*BASE, "optimizer=grokfast_ema",
+                                       "optimizer._target_=grok.optim.Adam"]))
+    assert changes(old, on_adam) == []
+    # an old adamw folder is not an SGD run whose config kept the adamw keys
+    plain = fingerprint(old_layout(compose_cfg(BASE)))
+    assert changes(plain, fingerprint(compose_cfg([*BASE, "optimizer._target_=grok.optim.SGD"]))) == \
+        ["optimizer._target_"]
+
+
+def test_a_grokfast_folder_written_with_base_resumes(tmp_path):
+    folder = tmp_path / "run"
+    base = [*BASE, "optimizer=grokfast_ema"]
+    run(old_layout(compose_cfg([*base, "train.steps=20"])), folder)
+    assert OmegaConf.load(folder / "config.yaml").optimizer.base == "adamw"
+    relaunch = compose_cfg([*base, "train.steps=40"])
+    assert job_status(folder, fingerprint(relaunch))[0] == "complete"  # not "refused"
+    assert run(relaunch, folder)["resumed_from"] == 20
+    with pytest.raises(RunRefused, match="differs in optimizer._target_"):
+        run(compose_cfg([*base, "optimizer._target_=grok.optim.Adam", "train.steps=60"]), folder)

@@ -20,9 +20,11 @@ from conftest import CONF, ROOT, TINY, assert_same_run, compose_cfg, read_metric
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from grok.optim import PackOptimizer
+from grok.optim import SGD, Adam, AdamW, PackOptimizer
 from grok.runs import Run
 from grok.train import Pack, run, step, train_pack
+
+RULE = {"adamw": AdamW, "adam": Adam, "sgd": SGD}  # the update rule of each kind
 
 BASE = ["logger=none", *TINY, "task=poly", "measures=off", "train.threads=1"]
 F64 = [*BASE, "train.dtype=float64"]
@@ -165,7 +167,7 @@ def assert_same_state(a, b):
 
 def make_pack_opt(kind, params, hp):
     extra = {"momentum": hp["momentum"]} if kind == "sgd" else {"betas": hp["betas"]}
-    return PackOptimizer(params, kind, lr=hp["lr"], weight_decay=hp["weight_decay"],
+    return PackOptimizer(params, RULE[kind], lr=hp["lr"], weight_decay=hp["weight_decay"],
                          warmup_steps=hp["warmup_steps"], **extra)
 
 

@@ -10,7 +10,9 @@ resolver `${grok.job_dir:${hydra.overrides.task}}` (conf/config.yaml: `hydra.swe
 A folder's run keeps its config's `fingerprint`; a relaunch resumes it only where `changes`
 finds none. Keys that do not change training never count (`RESUMABLE_CHANGES`, `NOT_IDENTITY`),
 and a key added to the configs after a folder was written (`ADDED_LATER`) counts only where the
-folder's fingerprint has it, so a new key never turns every existing folder away.
+folder's fingerprint has it, so a new key never turns every existing folder away. A folder
+written before `optimizer._target_` compares as the `_target_` its `optimizer.base` (or name)
+meant, without `base`, the key `_target_` replaced.
 """
 
 import copy
@@ -19,6 +21,8 @@ import hashlib
 import re
 
 from omegaconf import DictConfig, OmegaConf
+
+from grok.config import TARGET_BEFORE
 
 # Keys that may change between a checkpoint and its resume without changing the run's results.
 RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
@@ -114,10 +118,24 @@ def changes(stored: dict, current: dict) -> list[str]:
     asks for (`current`) differ; none: the same run. A key of ADDED_LATER that the folder's
     fingerprint lacks is not compared: the folder was written before the key existed."""
     stored, current = canonical(copy.deepcopy(stored)), canonical(copy.deepcopy(current))
+    _optimizer_target(stored)
+    _optimizer_target(current)
     for key in ADDED_LATER:
         if not _has(stored, key):
             _pop(current, key)
     return diff(stored, current)
+
+
+def _optimizer_target(c: dict) -> None:
+    """A config written before `optimizer._target_` (grok.optim) with the `_target_` its `base`
+    (a Grokfast or ⊥Grad optimizer's update) or else its name meant, and `base` dropped."""
+    o = c.get("optimizer")
+    if not isinstance(o, dict) or "_target_" in o:
+        return
+    old = o.get("base", o.get("name"))
+    if isinstance(old, str) and old in TARGET_BEFORE:  # else: compared as ADDED_LATER says
+        o["_target_"] = TARGET_BEFORE[old]
+        o.pop("base", None)
 
 
 def diff(a, b, prefix="") -> list[str]:
