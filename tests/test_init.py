@@ -176,16 +176,15 @@ def test_presets_expand_validate_and_name_their_sources(tmp_path, monkeypatch):
     assert "outputs/furuta_sources/experiment=furuta_sources,op=x+y,seed=0" in error
     sources, _, _ = plan(["-m", "experiment=furuta_sources"])
     assert len(sources) == 6
-    for job in sources:  # stand-ins for the finished source runs: the model they would save
-        from grok.record.identity import job_dirname
+    from grok.checks import check as check_config
+    from grok.record.identity import job_dirname
 
+    for job in sources:  # stand-ins for the finished source runs: the model they would save
         cfg = compose_cfg(job)
         torch.manual_seed(0)
         folder = tmp_path / "outputs/furuta_sources" / job_dirname(job)
         folder.mkdir(parents=True)
-        from grok.checks import check
-
-        model = build_model(cfg, check(cfg))
+        model = build_model(cfg, check_config(cfg))
         torch.save({"done": True, "model": model.state_dict(), "summary": {"verdict": "grokked"}},
                    folder / "checkpoint.pt")
     assert check(["-m", "experiment=furuta_transfer"]) == (None, 6 * 6 * 2 * 3)
