@@ -27,14 +27,15 @@ Rules:
 - Round 0 is a coarse grid (`coarse` points spread over [lo, hi], both ends included) for every
   cell. Each further round retries the runs that failed once (a cell with a retry waits for it:
   no new points that round) and puts `points_per_round` new points per other open cell inside its
-  open interval, spread evenly (1: bisection). A cell stops when its
-  interval is at most `resolution` wide ("found"), when the hardest end of the range is a yes
-  ("everywhere"), when the easiest end is tried and no point is a yes ("nowhere"), or when only
-  unknown points are left inside its interval ("unknown").
-- `max_rounds` counts round 0; `max_runs` counts every run launched (reused runs not, retries
-  too). A round that does not fit the runs left is cut, in its order (retries first, then each
-  cell in the order given, a point with all its seeds or not at all). Cells still open when the
-  search stops are reported as they stand, `capped`.
+  open interval, spread evenly (1: bisection). A cell stops when its interval is at most
+  `resolution` wide ("found"), when the hardest end of the range is a yes ("everywhere"), when
+  the easiest end is tried and no point is a yes ("nowhere"), or when only points of unknown
+  outcome are left inside its interval ("unknown": two failures there, the interval as it stands).
+- `max_rounds` counts round 0 (1: round 0 alone, no retry) and rounds of retries alone;
+  `max_runs` counts every run launched, retries included, reused runs not. A round that does not
+  fit the runs left is cut, in its order (retries first, then each cell in the order given, a
+  point with all its seeds or not at all). Cells still open when the search stops are reported
+  as they stand, `capped`.
 - Non-monotone: a cell with a "no" easier than its hardest "yes" (a yes below a no, for "up")
   is flagged `non_monotone`, never smoothed over: its interval is still the one around its hardest
   yes (its first crossing, searched on as usual), and the "no" points easier than that yes are
@@ -363,8 +364,9 @@ def _key(run, axis, where) -> tuple:
 
 def record(state, outcomes: Mapping) -> dict:
     """Enter finished runs' outcomes ({Run or (cell, value, seed): "grokked" | "not_grokked" |
-    "failed", or True/False/None}) into the latest round. A run that round did not plan is an
-    error; one already recorded is left as it was (a relaunch reports finished runs again)."""
+    "failed", or True/False/None}) into the latest round. A run already recorded is left as it
+    was, and one only an earlier round holds is ignored (a relaunch may report finished runs
+    again); a run no round planned is an error."""
     if not outcomes:
         return state
     if not state["rounds"]:
@@ -373,12 +375,17 @@ def record(state, outcomes: Mapping) -> dict:
     where = {c: n for n, c in enumerate(cells_of(state))}
     rnd = state["rounds"][-1]
     slot = {tuple(r): n for n, r in enumerate(rnd["runs"])}
+    earlier = {tuple(r) for past in state["rounds"][:-1] for r in past["runs"]}
+    earlier |= {(c, v, s) for c, v, s, _o in state["reused"]}
     for run, o in outcomes.items():
         key = _key(run, axis, where)
+        o = _outcome(o)
+        if key not in slot and key in earlier:
+            continue
         if key not in slot:
             raise ValueError(f"{run} is not a run of round {len(state['rounds']) - 1}")
         if rnd["outcomes"][slot[key]] is None:
-            rnd["outcomes"][slot[key]] = _outcome(o)
+            rnd["outcomes"][slot[key]] = o
     return state
 
 
@@ -509,3 +516,10 @@ def worst_case_runs(axis: Axis, n_cells: int, seeds=1, *, coarse: int = 5,
         total += min(m, gap - 1) * n_cells * n_seeds
         gap = -(-gap // (m + 1))
     return total if max_runs is None else min(total, max_runs)
+
+
+def worst_case(state) -> int:
+    """worst_case_runs for a state's search (reused runs counted as if run)."""
+    return worst_case_runs(axis_of(state), len(state["cells"]), state["seeds"],
+                           coarse=state["coarse"], points_per_round=state["points_per_round"],
+                           max_rounds=state["max_rounds"], max_runs=state["max_runs"])

@@ -248,3 +248,7 @@ def test_record_refuses_runs_it_did_not_plan():
         b.record(state, {("a", 0.35, 0): True})
     with pytest.raises(ValueError, match="outcome"):
         b.record(state, {("a", 0.3, 0): "maybe"})
+    b.next_round(state, {r: False for r in b.next_round(state)})
+    b.record(state, {("a", 0.3, 0): True})  # round 0's, reported again: ignored
+    assert state["rounds"][0]["outcomes"][1] == "not_grokked"
+    assert b.worst_case(state) == b.worst_case_runs(FRAC, 1, 1)
