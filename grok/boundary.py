@@ -53,7 +53,7 @@ from typing import Hashable, Iterable, Mapping, NamedTuple
 from grok.record.files import dumps, write_text
 
 GROKKED, NOT_GROKKED, FAILED = "grokked", "not_grokked", "failed"
-YES, NO, MIXED, UNKNOWN = "yes", "no", "mixed", "unknown"
+YES, NO, MIXED, UNKNOWN, PENDING = "yes", "no", "mixed", "unknown", "pending"
 FOUND, EVERYWHERE, NOWHERE, OPEN = "found", "everywhere", "nowhere", "open"
 FORMAT = 1
 
@@ -175,7 +175,8 @@ def new_state(axis: Axis, cells: Iterable[Hashable], seeds=1, k: int | None = No
     of the S seeds must grok for a "yes" (default: all). coarse: points of round 0.
     reuse: outcomes of finished runs, {(cell, value, seed): outcome}, e.g. a grid sweep's; those on
     the axis' points, in the range, of a listed cell and seed count as done and are not run
-    again (the others are ignored, their count kept in the state as `reuse_ignored`)."""
+    again; round 0 runs the seeds their points lack, besides the coarse grid (the others are
+    ignored, their count kept in the state as `reuse_ignored`)."""
     seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
     cells = [_freeze(_thaw(c)) for c in cells]
     if not seeds or len(set(seeds)) != len(seeds):
@@ -294,7 +295,10 @@ def _points(state, axis, att) -> list[dict]:
             per_seed = [_seed_outcome(att[(c, i, s)]) if (c, i, s) in att else None
                         for s in seeds]
             known = [o for o in per_seed if o is not None]
-            table[i] = (point_outcome(known, k, len(seeds)),
+            o = point_outcome(known, k, len(seeds))
+            if o == UNKNOWN and None in per_seed:
+                o = PENDING  # planned, not finished
+            table[i] = (o,
                         sum(o == GROKKED for o in known),
                         sum(o in (GROKKED, NOT_GROKKED) for o in known))
         out.append(table)
@@ -427,9 +431,10 @@ def _plan(state, axis) -> list[list]:
     att = _attempts(state, axis)
     retries, groups = [], []
     if n_round == 0:
-        grid = _coarse(axis, state["coarse"])
+        grid = set(_coarse(axis, state["coarse"]))
         for c in range(len(state["cells"])):
-            for i in grid:
+            # the coarse grid, and the seeds a reused point lacks
+            for i in sorted(grid | {axis.index(v) for c2, v, _s, _o in state["reused"] if c2 == c}):
                 runs = [[c, axis.text(i), s] for s in seeds if (c, i, s) not in att]
                 if runs:
                     groups.append(runs)

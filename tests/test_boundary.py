@@ -230,15 +230,20 @@ def test_state_round_trips_through_json(tmp_path):
 
 def test_round_0_seeded_from_existing_runs():
     grid = {("a", v, s): v >= 0.42 for v in (0.1, 0.3, 0.5, 0.7) for s in (0, 1)}
+    grid[("a", 0.45, 0)] = True   # a point without its seed 1: round 0 runs that seed
     grid[("a", 0.33, 0)] = True   # off the resolution: ignored
     grid[("z", 0.5, 0)] = True    # not a cell: ignored
     state = b.new_state(FRAC, ["a"], seeds=2, reuse=grid)
     assert state["reuse_ignored"] == 2
     runs = b.next_round(state)
-    assert points(runs) == [("a", 0.9)]  # the rest of round 0 is reused, not run again
-    drive(state, threshold(0.42))
+    # the rest of round 0 is reused, not run again
+    assert sorted(runs) == [("a", 0.45, 1), ("a", 0.9, 0), ("a", 0.9, 1)]
+    assert {p["value"]: p["outcome"] for p in b.report(state)[0]["points"]}[0.9] == "pending"
+    rounds = drive(state, threshold(0.42))
+    # (0.3, 0.45): the middle is between 0.35 and 0.4, the harder first
+    assert [points(r) for r in rounds[1:]] == [[("a", 0.35)], [("a", 0.4)]]
     (cell,) = b.report(state)
-    assert cell["interval"] == [0.4, 0.45] and cell["runs"] == 2 + 2 + 2
+    assert cell["interval"] == [0.4, 0.45] and cell["runs"] == 3 + 2 + 2
 
 
 def test_record_refuses_runs_it_did_not_plan():
