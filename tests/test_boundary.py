@@ -257,3 +257,29 @@ def test_record_refuses_runs_it_did_not_plan():
     b.record(state, {("a", 0.3, 0): True})  # round 0's, reported again: ignored
     assert state["rounds"][0]["outcomes"][1] == "not_grokked"
     assert b.worst_case(state) == b.worst_case_runs(FRAC, 1, 1)
+
+
+@pytest.mark.parametrize("kill_after", range(1, 40, 3))
+def test_a_kill_anywhere_and_a_relaunch_give_the_same_search(tmp_path, kill_after):
+    """Killed after `kill_after` outcomes (mid-round or between rounds), the state read back from
+    disk and driven on gives the same rounds and intervals as an uninterrupted search."""
+    t = {("op=a",): 0.27, ("op=b",): 0.63}
+
+    def outcome(cell, v, s):
+        return "failed" if (v, s) == (0.5, 1) else v >= t[cell] + 0.05 * s
+
+    whole = b.new_state(FRAC, list(t), seeds=2, k=1)
+    drive(whole, outcome)
+    path = tmp_path / "state.json"
+    state, done = b.new_state(FRAC, list(t), seeds=2, k=1), 0
+    runs = b.next_round(state)
+    while runs and done < kill_after:
+        b.save_state(path, state)
+        finished = {r: outcome(*r) for r in runs[:kill_after - done]}
+        done += len(finished)
+        runs = b.next_round(state, finished)
+    b.save_state(path, state)
+    relaunched = b.load_state(path)
+    drive(relaunched, outcome)
+    assert relaunched == json.loads(json.dumps(whole))
+    assert b.report(relaunched) == b.report(whole)
