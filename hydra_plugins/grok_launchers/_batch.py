@@ -23,11 +23,14 @@ import functools
 import re
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Callable, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import configure_log, setup_globals
 from hydra.errors import HydraException, MissingConfigException
+from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -232,6 +235,21 @@ def checked_launch(launch):
         rets = dict(zip(map(tuple, distinct), launch(self, distinct, initial_job_idx, checked)))
         return [rets[j] for j in jobs]
     return wrapper
+
+
+class ProjectLauncher(Launcher):
+    """What the project's launchers on Hydra's Launcher API share: Hydra's setup, and
+    `start()` at the head of a launch (Hydra's globals and logging, the sweep folder)."""
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def start(self) -> Path:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        return sweep_dir
 
 
 def checked_jobs() -> list[tuple[list[str], DictConfig]]:

@@ -17,12 +17,11 @@ from typing import Any, Sequence
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf, open_dict
 
 import grok.record.identity  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
-from hydra_plugins.grok_launchers._batch import checked_launch, objective, refuse
+from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch, objective, refuse
 
 log = logging.getLogger(__name__)
 
@@ -161,21 +160,16 @@ def train_pack_jobs(prepared, tasks: list | None = None) -> list[JobReturn]:
     return [ret for _, ret in prepared]
 
 
-class PackedLauncher(Launcher):
+class PackedLauncher(ProjectLauncher):
     """Trains every pack of the sweep in this process, one pack after another."""
 
     def __init__(self, max_pack: int | None = None, **_: Any) -> None:
         self.max_pack = max_pack
 
-    def setup(self, *, hydra_context, task_function, config) -> None:
-        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-
     @checked_launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
                checked=None) -> Sequence[JobReturn]:
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        self.start()
         jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         packs = plan_packs(checked, self.max_pack)
         prepared = prepare_jobs(self.hydra_context, self.config, jobs)

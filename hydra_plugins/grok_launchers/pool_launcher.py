@@ -25,11 +25,10 @@ from typing import Any, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
-from hydra.plugins.launcher import Launcher
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from omegaconf import OmegaConf, open_dict
 
-from hydra_plugins.grok_launchers._batch import checked_launch
+from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +88,18 @@ def execute_job(num, overrides, hydra_context, config, task_function, singleton_
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
 
-class PoolLauncher(Launcher):
+class PoolLauncher(ProjectLauncher):
     """Each job in a fresh process (`pool_job`), at most `n_jobs` at once, in job order."""
 
     def __init__(self, n_jobs: int = 2, **_: Any) -> None:
         self.n_jobs = int(n_jobs)
-
-    def setup(self, *, hydra_context, task_function, config) -> None:
-        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     @checked_launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
                checked=None) -> Sequence[JobReturn]:
         import cloudpickle
 
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_dir = self.start()
         jobs = [(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
         n = n_workers(self.n_jobs, len(jobs))
         log.info("Pool(n_jobs=%d) is launching %d jobs, one process each", n, len(jobs))

@@ -4,15 +4,13 @@ one after another, as Hydra's basic launcher runs them, after the whole batch is
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
-from hydra.plugins.launcher import Launcher
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import open_dict
 
-from hydra_plugins.grok_launchers._batch import checked_launch
+from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +24,11 @@ ConfigStore.instance().store(group="hydra/launcher", name="sequential", node=Seq
                              provider="grok")
 
 
-class SequentialLauncher(Launcher):
-    def setup(self, *, hydra_context, task_function, config) -> None:
-        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-
+class SequentialLauncher(ProjectLauncher):
     @checked_launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
                checked=None) -> Sequence[JobReturn]:
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        self.start()
         log.info("Launching %d jobs locally", len(job_overrides))
         runs = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
