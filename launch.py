@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 # Hydra's plugin scan finds them too, but not through an editable install's import hook (the
 # grok-launch console script run from another folder).
 import hydra_plugins.grok_launchers.sequential_launcher  # noqa: F401,E402
+from hydra_plugins.grok_launchers.boundary_sweeper import BoundarySweeper, Search  # noqa: E402
 from grok.record.identity import fingerprint, job_dirname  # noqa: E402
 from grok.record.local import hydra_files, one_line, record_failure  # noqa: E402
 from grok.record.lock import FolderError  # noqa: E402
@@ -94,11 +95,12 @@ def _checker(loader, remote: bool):
                    OverridesParser.create(config_loader=loader), remote=remote)
 
 
-def plan(argv: list[str]) -> tuple[list[list[str]], bool, bool]:
+def plan(argv: list[str], notes: list | None = None) -> tuple[list[list[str]], bool, bool]:
     """The override list of every job this command line launches, as the grok sweeper expands
     it (hydra/sweeper=grok: the sweep params of the config, an experiment's
     `hydra.sweeper.params`, then the command line); hydra.* overrides left out. Also whether this
-    is a multirun, and whether its jobs run on other nodes (SLURM)."""
+    is a multirun, and whether its jobs run on other nodes (SLURM). A boundary sweep's jobs are
+    those of its round 0; `notes`, if given, receives a line on the runs it may need in all."""
     args = parse_flags(argv)
     with _hydra() as loader:
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(args.overrides)
@@ -110,6 +112,13 @@ def plan(argv: list[str]) -> tuple[list[list[str]], bool, bool]:
         cfg = compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
                       return_hydra_config=True)
         sweeper = str(cfg.hydra.sweeper.get("_target_"))
+        if sweeper == f"{BoundarySweeper.__module__}.{BoundarySweeper.__name__}":
+            search = Search(cfg.hydra.sweeper, loader, task)
+            jobs = search.round_zero()
+            if notes is not None:
+                notes.append(f"a boundary search of {len(search.cells)} cell(s): {len(jobs)} "
+                             f"run(s) in round 0, at most {search.worst_case()} in all")
+            return jobs, True, is_remote(cfg)
         if sweeper != f"{GrokSweeper.__module__}.{GrokSweeper.__name__}":
             raise SearchSweep(f"--dry-run lists a grid's jobs; {sweeper} chooses its jobs as it "
                               f"runs (its launcher checks each batch before running it)")
@@ -121,12 +130,14 @@ class SearchSweep(Exception):
     """A sweeper that is not a grid: its jobs are known only as it runs."""
 
 
-def check(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
+def check(argv: list[str], keep: list | None = None,
+          notes: list | None = None) -> tuple[str | None, int]:
     """(error, number of jobs): error is None if every job of the command line composes and
     validates and no two share a run folder, else one line. `keep`, if given, receives
-    (overrides, config) of every job. The launchers run the same check on every batch."""
+    (overrides, config) of every job; `notes` plan's notes. The launchers run the same check on
+    every batch."""
     try:
-        jobs, _, remote = plan(argv)
+        jobs, _, remote = plan(argv, notes)
         with _hydra() as loader:
             checked = _checker(loader, remote).check_all(jobs)
     except BadInput as e:
@@ -211,7 +222,8 @@ def cli() -> None:
             # flag needs no place among Hydra's own.
             try:
                 jobs: list = []
-                error, n_jobs = check(argv, keep=jobs)
+                notes: list = []
+                error, n_jobs = check(argv, keep=jobs, notes=notes)
             except SearchSweep as e:
                 error, n_jobs = str(e), 0
         else:  # the sweeper and the launchers check every job; this only what all jobs share
@@ -223,6 +235,8 @@ def cli() -> None:
             for job, _ in jobs:
                 print(f"  {job_dirname(job)}: {' '.join(job) or '(no overrides)'}")
             print(f"{n_jobs} job(s), every config valid; nothing run")
+            for line in notes:
+                print(line)
             return
     # Jobs (SLURM, submitit, pool workers) import grok from this checkout, not from whatever
     # an install elsewhere put on their path: the same code as the launcher that checked them.

@@ -9,6 +9,7 @@
     python -m analysis labels x2+y2 --p 97 --frac 0.3
     python -m analysis mixtures outputs/sweeps/X       # one column per mixture
     python -m analysis transfer outputs/sweeps/X outputs/sweeps/Y   # pre-grokked starts vs scratch
+    python -m analysis boundary outputs/sweeps/X       # where grokking starts (hydra/sweeper=boundary)
     python -m analysis grid --wandb me/grok --group 2026-11-21_14-03-51-627762
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
@@ -178,9 +179,18 @@ def cmd_report(args):
     out = Path(args.out) if args.out else dirs[0] / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     cols = default_cols(args)
+    boundary = None
+    if (dirs[0] / "boundary.json").exists():  # a boundary sweep: its result heads the page
+        from analysis.boundary import BoundaryError, read
+
+        try:
+            boundary = read(dirs[0])
+        except BoundaryError as e:
+            print(f"skipped {e}", file=sys.stderr)
     try:
         page = write_report(runs, out / f"report_{tag(dirs)}.html", ", ".join(d.name or str(d) for d in dirs),
-                            rows=args.rows, cols=cols, log_steps=args.log_steps, problems=problems)
+                            rows=args.rows, cols=cols, log_steps=args.log_steps, problems=problems,
+                            boundary=boundary)
     except PoolError as e:
         sys.exit(f"error: {e}")
     print(page)
@@ -251,6 +261,35 @@ def cmd_transfer(args):
     _write_tables(tables, "transfer", LEGEND, dirs, out)
 
 
+def cmd_boundary(args):
+    from tabulate import tabulate
+
+    from analysis.boundary import BoundaryError, plot, read, table
+
+    sweep = _dirs(args)[0]
+    try:
+        doc = read(sweep)
+    except BoundaryError as e:
+        sys.exit(f"error: {e}")
+    shared, rows = table(doc)
+    out = Path(args.out) if args.out else sweep / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    ax = doc["axis"]
+    print(f"{sweep}: boundary of {ax['name']} in [{ax['lo']}, {ax['hi']}] (resolution "
+          f"{ax['resolution']}, grokking easier as it {'grows' if ax['direction'] == 'up' else 'shrinks'}), "
+          f"{doc['k']} of {len(doc['seeds'])} seed(s) {doc['outcome_rule']} for a yes; "
+          f"{doc['runs_spent']} run(s) in {doc['rounds']} round(s), {doc['reused']} reused")
+    if shared:
+        print(f"every cell: {' '.join(shared)}")
+    shown = rows.astype(object).where(rows.notna(), None)
+    print("\n" + tabulate(shown, headers="keys", tablefmt="github", showindex=False,
+                          missingval="-"))
+    name = f"boundary_{tag([sweep])}"
+    rows.to_csv(out / f"{name}.csv", index=False)
+    plot(doc, out / f"{name}.png")
+    print(f"\nwritten to {out}/{name}.csv and .png")
+
+
 def folders_parser(sub, name: str, fn):
     """A subcommand that reads sweep or run folders and writes its files under --out."""
     p = sub.add_parser(name)
@@ -284,7 +323,8 @@ def main(argv=None):
             p.add_argument("--wandb", metavar="ENTITY/PROJECT",
                            help="read synced runs from W&B instead of folders")
             p.add_argument("--group", help="with --wandb: one sweep (W&B group = sweep id)")
-    for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer)):
+    for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer),
+                     ("boundary", cmd_boundary)):
         p = folders_parser(sub, name, fn)
     p = sub.add_parser("labels")
     p.add_argument("op")

@@ -145,8 +145,9 @@ def _anchor(*parts) -> str:
 
 
 def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op",
-                 log_steps: bool = False, problems=()) -> Path:
-    """The page for `runs` (analysis.collate.load_runs), pooled as the grid pools them."""
+                 log_steps: bool = False, problems=(), boundary: dict | None = None) -> Path:
+    """The page for `runs` (analysis.collate.load_runs), pooled as the grid pools them; with
+    `boundary` (a boundary sweep's boundary.json), its table and plot first."""
     metrics, notes = {}, []
     for run in runs.run:
         try:
@@ -157,6 +158,10 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
             f"<p>{len(runs)} complete runs. {html.escape(LEGEND)}. Colour: share of seeds that "
             f"generalised (below 0.5: none did, half the best test accuracy). Click a cell for its "
             f"runs.</p>"]
+    if boundary is not None:
+        from analysis.boundary import section
+
+        body.append(section(boundary))
     for k, (label, part) in enumerate(pools(runs, axes=(rows, cols))):
         labels, shares = grid(part, rows=rows, cols=cols, agg=cell), grid(part, rows=rows, cols=cols,
                                                                            agg=grokked_share)

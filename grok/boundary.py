@@ -528,3 +528,11 @@ def worst_case(state) -> int:
     return worst_case_runs(axis_of(state), len(state["cells"]), state["seeds"],
                            coarse=state["coarse"], points_per_round=state["points_per_round"],
                            max_rounds=state["max_rounds"], max_runs=state["max_runs"])
+
+
+def cell_labels(cells) -> tuple[list[str], list[list[str]]]:
+    """Cells given as override lists, for a reader: (the overrides every cell shares, each cell's
+    own), so a table shows `op=x-y` rather than the whole command line."""
+    cells = [list(c) for c in cells]
+    shared = [o for o in cells[0] if all(o in c for c in cells)] if cells else []
+    return shared, [[o for o in c if o not in shared] for c in cells]

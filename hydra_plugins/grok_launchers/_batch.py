@@ -34,9 +34,10 @@ from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-# Sweepers that run a fixed grid (the grok sweeper and Hydra's basic one): any other searches,
-# and needs each job to return a number (optimized_metric).
-GRID_SWEEPERS = (".GrokSweeper", ".BasicSweeper")
+# Sweepers that read each job's summary (the grid sweepers, the grok one and Hydra's basic one,
+# and the boundary sweeper, which reads its verdict): any other searches by a number each job
+# returns (optimized_metric).
+SUMMARY_SWEEPERS = (".GrokSweeper", ".BasicSweeper", ".BoundarySweeper")
 # Keys that say what a job returns to a search sweeper, and which way is better.
 METRICS = {"best_test_acc": "maximize", "final_test_acc": "maximize", "grok_step": "minimize",
            "memorisation_step": "minimize"}
@@ -214,7 +215,7 @@ def check_batch(hydra_context, config: DictConfig, job_overrides) -> list:
     except BadInput as e:
         refuse(str(e))
     sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
-    if not sweeper.endswith(GRID_SWEEPERS) and any(c.get("optimized_metric") is None for c, _ in out):
+    if not sweeper.endswith(SUMMARY_SWEEPERS) and any(c.get("optimized_metric") is None for c, _ in out):
         refuse(f"hydra.sweeper={sweeper.rpartition('.')[2]} searches by each job's objective: set "
                f"optimized_metric to one of {', '.join(METRICS)} (and the sweeper's direction)")
     _checked[key] = done | dict(zip(jobs, out))
