@@ -28,7 +28,6 @@ from omegaconf.errors import OmegaConfBaseException
 # Hydra's plugin scan finds them too, but not through an editable install's import hook (the
 # grok-launch console script run from another folder).
 import hydra_plugins.grok_launchers.sequential_launcher  # noqa: F401,E402
-from hydra_plugins.grok_launchers.boundary_sweeper import BoundarySweeper, Search  # noqa: E402
 from grok.record.identity import fingerprint, job_dirname  # noqa: E402
 from grok.record.local import hydra_files, one_line, record_failure  # noqa: E402
 from grok.record.lock import FolderError  # noqa: E402
@@ -43,6 +42,7 @@ from hydra_plugins.grok_launchers._batch import (  # noqa: E402
     objective,
 )
 from hydra_plugins.grok_launchers._batch import one_line as hydra_one_line  # noqa: E402
+from hydra_plugins.grok_launchers.boundary_sweeper import BoundarySweeper, Search  # noqa: E402
 from hydra_plugins.grok_launchers.sweeper import GrokSweeper, expand  # noqa: E402
 
 

@@ -13,9 +13,8 @@ from conftest import ROOT, launch
 from hydra.core.utils import JobReturn, JobStatus
 
 sys.path.insert(0, str(ROOT))
-from launch import check  # noqa: E402
-
 from hydra_plugins.grok_launchers.boundary_sweeper import outcome  # noqa: E402
+from launch import check  # noqa: E402
 
 # Two cells (x+y groks from frac 0.7 at this budget and threshold; x-y never), frac in [0.1, 0.9]
 # at resolution 0.1, coarse grid 0.1, 0.5, 0.9: round 0, then two bisection rounds for x+y.
