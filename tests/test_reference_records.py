@@ -23,7 +23,13 @@ _spec.loader.exec_module(make_records)
 
 # Keys a config may gain without changing its run (issue 18): dropped from config.yaml and the
 # checkpoint's fingerprint before comparing. Extend here, in this one place.
-ADDED_CONFIG_KEYS = ("optimized_metric", "model._target_", "optimizer._target_")
+ADDED_CONFIG_KEYS = ("optimized_metric", "model._target_", "optimizer._target_",
+                     # how the curves are read (phases): new keys, and `criterion` (held ->
+                     # held_median), identity.NOT_IDENTITY; the stored folders still resume (below)
+                     "grok.criterion", "grok.onset", "grok.window")
+# What the phases add to a summary, and the criterion whose name they changed (held ->
+# held_median): dropped and masked; the verdict and its steps are still compared as they were.
+ADDED_SUMMARY_KEYS = ("onset_step", "phase", "spikes", "lowest_test_after_grok")
 TIMINGS = {"wall_time_s", "steps_per_s"}          # summary.json (and the checkpoint's summary)
 CHECKPOINT_VOLATILE = {"elapsed", "wandb_id"}     # wall time so far; a random id per run
 
@@ -66,6 +72,8 @@ def same(a, b, where: str) -> None:
 def summary(run: Path, root: Path) -> str:
     """summary.json's text, its timings' values and the folder it was made in masked."""
     text = (run / "summary.json").read_text().replace(str(root), "<root>")
+    text = re.sub(rf'\n  "(?:{"|".join(ADDED_SUMMARY_KEYS)})": [^\n]*', "", text)
+    text = re.sub(r'("criterion": )"[^"\n]*"', r'\1"<criterion>"', text)
     return re.sub(rf'("(?:{"|".join(sorted(TIMINGS))})": )[^,\n}}]+', r"\1<timing>", text)
 
 
@@ -78,7 +86,8 @@ def checkpoint(run: Path) -> dict:
     for key in CHECKPOINT_VOLATILE:
         ck.pop(key)
     if "summary" in ck:
-        ck["summary"] = {k: v for k, v in ck["summary"].items() if k not in TIMINGS}
+        ck["summary"] = {k: v for k, v in ck["summary"].items()
+                         if k not in {*TIMINGS, *ADDED_SUMMARY_KEYS, "criterion"}}
     ck["fingerprint"] = without_added_keys(ck["fingerprint"])
     return ck
 
