@@ -4,6 +4,7 @@ tiny fake run folders (no training)."""
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -311,3 +312,21 @@ def test_report_has_the_phase_diagram_section(tmp_path, capsys):
     assert (COLOURS[GROKKING], GROKKING, f"{GROKKING} 2/3, {SEMI_GROKKING} 1/3") in cells
     assert (COLOURS[MEMORISATION], MEMORISATION, f"{MEMORISATION} 3/3") in cells
     assert 'href="#phases"' in text
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_report_phase_section_renders_in_headless_chromium(tmp_path, capsys):
+    sweep = phase_sweep(tmp_path / "sweep")
+    analysis_main(["report", str(sweep), "--rows", "optimizer.weight_decay", "--cols", "frac",
+                   "--out", str(tmp_path / "r")])
+    [page] = (tmp_path / "r").glob("report_*.html")
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                        "--v=0", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and [line for line in r.stderr.splitlines() if ":CONSOLE" in line] == []
+    dom = r.stdout[r.stdout.index('id="phases"'):]
+    assert dom.count("<td style=") == 4 and f"{GROKKING} 2/3, {SEMI_GROKKING} 1/3" in dom
