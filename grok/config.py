@@ -364,7 +364,7 @@ def _grok(cfg) -> None:
     _num(cfg, "grok.threshold", 0.0, 1.0, hi_open=False)
     _num(cfg, "grok.delay_ratio", 1.0, math.inf, lo_open=False)
     _num(cfg, "grok.onset", 0.0, 1.0, hi_open=False)
-    check_int(cfg, "grok.window", lo=0)
+    check_int(cfg, "grok.window", lo=1)
 
 
 def _logger(cfg) -> None:

@@ -16,6 +16,8 @@ import torch
 import yaml
 from conftest import assert_same_run, launch, read_metrics
 
+from grok.verdict import phase
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("make_records", FIXTURES / "make_records.py")
 make_records = importlib.util.module_from_spec(_spec)
@@ -108,7 +110,10 @@ def test_a_sweep_writes_the_stored_reference_records(name, tmp_path):
     runs = make_records.jobs(sweep_dir)
     assert [r.name for r in runs] == [r.name for r in references]  # folders named by identity
     for reference, run in zip(references, runs):
-        assert json.loads((run / "summary.json").read_text())["status"] == "complete"
+        s = json.loads((run / "summary.json").read_text())
+        assert s["status"] == "complete"
+        assert {k: s[k] for k in ADDED_SUMMARY_KEYS} == phase(read_metrics(run))  # today's reading
+        assert s["criterion"] == "held_median(test_acc>=0.99, window=2000)"
         assert_same_record(reference, run, tmp_path)
 
 
