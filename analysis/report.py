@@ -34,7 +34,7 @@ h1{font-size:1.4em;overflow-wrap:anywhere}h2{border-bottom:1px solid #ccc;paddin
 section.cell{margin:1em 0;padding:.5em;border-left:4px solid #ddd}img{max-width:100%}
 .note{color:#666;font-size:90%}table.runs{border-collapse:collapse;font-size:85%}
 table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}svg{max-width:100%;height:auto}
-table.phases{border-collapse:collapse;font-size:85%}span.phase{padding:1px 6px}
+table.phases{border-collapse:collapse;font-size:85%}span.phase{padding:1px 6px;color:#222}
 table.phases td,table.phases th{border:1px solid #fff;padding:6px 10px;text-align:center}"""
 MARKS = (("memorisation_step", "tab:gray", "memorised"), ("grok_step", "tab:red", "grokked"))
 
