@@ -11,6 +11,7 @@
     python -m analysis transfer outputs/sweeps/X outputs/sweeps/Y   # pre-grokked starts vs scratch
     python -m analysis boundary outputs/sweeps/X       # where grokking starts (hydra/sweeper=boundary)
     python -m analysis grid --wandb me/grok --group 2026-11-21_14-03-51-627762
+    python -m analysis phases outputs/sweeps/X --x frac --y optimizer.weight_decay   # phase diagram
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
 is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What analysis skips).
@@ -196,6 +197,36 @@ def cmd_report(args):
     print(page)
 
 
+def cmd_phases(args):
+    """The phase diagram of each pool: a PNG, and the seeds per phase as CSV and markdown."""
+    from analysis.phases import LEGEND, diagrams, figure, with_phases
+    from analysis.pooling import PoolError, slug
+    from analysis.tables import to_markdown
+
+    dirs = _dirs(args)
+    runs, problems = load_runs(*dirs)
+    runs, more = with_phases(runs)
+    for line in [*problems, *more]:
+        print(f"skipped {line}", file=sys.stderr)
+    if runs.empty:
+        sys.exit(f"error: no complete runs with a phase in {', '.join(map(str, dirs))}")
+    try:
+        tables = diagrams(runs, x=args.x, y=args.y)
+    except PoolError as e:  # --x or --y: a key no run has, or the same key twice
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    out = Path(args.out) if args.out else dirs[0] / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    where = ", ".join(map(str, dirs))
+    for label, text, colour in tables:
+        name = f"phases_{tag(dirs)}_{slug(args.y)}-by-{slug(args.x)}" + (f"_{slug(label)}" if label else "")
+        print(f"\n{where}{': ' + label if label else ''}\n\n{to_markdown(text)}")
+        text.to_csv(out / f"{name}.csv")
+        (out / f"{name}.md").write_text(to_markdown(text) + "\n")
+        figure(text, colour, out / f"{name}.png", title=f"{where}{' | ' + label if label else ''}")
+    print(f"\n{LEGEND}\nwritten to {out}/")
+
+
 def cmd_labels(args):
     from analysis.opstats import label_stats, label_uniformity
     from grok.ops import OpError, parse_op
@@ -326,6 +357,11 @@ def main(argv=None):
     for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer),
                      ("boundary", cmd_boundary)):
         p = folders_parser(sub, name, fn)
+    p = folders_parser(sub, "phases", cmd_phases)
+    p.add_argument("--x", default="frac", metavar="KEY",
+                   help="config key or group on the columns (default: frac)")
+    p.add_argument("--y", default="op", metavar="KEY",
+                   help="config key or group on the rows (default: op), e.g. optimizer.weight_decay")
     p = sub.add_parser("labels")
     p.add_argument("op")
     p.add_argument("--p", type=int, required=True)

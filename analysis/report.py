@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.phases import report_section  # noqa: E402
 from analysis.plots import heatmap  # noqa: E402
 from analysis.pooling import pools  # noqa: E402
 from analysis.tables import LEGEND, axis_labels, cell, grid, grokked_share  # noqa: E402
@@ -32,7 +33,9 @@ STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 h1{font-size:1.4em;overflow-wrap:anywhere}h2{border-bottom:1px solid #ccc;padding-top:.5em}
 section.cell{margin:1em 0;padding:.5em;border-left:4px solid #ddd}img{max-width:100%}
 .note{color:#666;font-size:90%}table.runs{border-collapse:collapse;font-size:85%}
-table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}svg{max-width:100%;height:auto}"""
+table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}svg{max-width:100%;height:auto}
+table.phases{border-collapse:collapse;font-size:85%}span.phase{padding:1px 6px;color:#222}
+table.phases td,table.phases th{border:1px solid #fff;padding:6px 10px;text-align:center}"""
 MARKS = (("memorisation_step", "tab:gray", "memorised"), ("grok_step", "tab:red", "grokked"))
 
 
@@ -157,7 +160,7 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{len(runs)} complete runs. {html.escape(LEGEND)}. Colour: share of seeds that "
             f"generalised (below 0.5: none did, half the best test accuracy). Click a cell for its "
-            f"runs.</p>"]
+            f"runs. <a href=\"#phases\">Phases</a>: the phase each run ended in.</p>"]
     if boundary is not None:
         from analysis.boundary import section
 
@@ -197,6 +200,7 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
             fig = measures_figure(members, metrics, log_steps)
             body.append(fig or '<p class="note">no progress measures recorded</p>')
             body.append("</section>")
+    body.append(report_section(runs, rows, cols))
     if notes or problems:
         body.append("<h2>Left out</h2><ul>" + "".join(f"<li>{html.escape(str(n))}</li>"
                                                       for n in [*problems, *notes]) + "</ul>")

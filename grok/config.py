@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from grok.hardware import DTYPE_BYTES, DTYPES, is_gpu
 from grok.layouts import LAYOUTS, N_CTX, vocab_size
 from grok.ops import MAX_P, Op, OpError, parse_op
+from grok.verdict import CRITERIA
 
 TASK_OPS = {"add": "x+y", "sub": "x-y", "mul": "x*y", "div": "x/y"}  # tasks that fix their op
 TASKS = (*TASK_OPS, "poly")
@@ -28,7 +29,6 @@ TARGET_BEFORE = {"adamw": "grok.optim.AdamW", "adam": "grok.optim.Adam", "sgd": 
 LOSSES = ("cross_entropy", "stablemax")  # conf/loss/
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
-CRITERIA = ("held",)
 IMPLS = ("auto", "tables", "full", "hooked")  # see conf/model/transformer.yaml
 ARCHS = ("transformer", "mlp")
 MAX_INT = 2**63 - 1            # every count and seed fits an int64 (torch, numpy, pandas, W&B)
@@ -363,6 +363,8 @@ def _grok(cfg) -> None:
     _choice(cfg, "grok.criterion", CRITERIA)
     _num(cfg, "grok.threshold", 0.0, 1.0, hi_open=False)
     _num(cfg, "grok.delay_ratio", 1.0, math.inf, lo_open=False)
+    _num(cfg, "grok.onset", 0.0, 1.0, hi_open=False)
+    check_int(cfg, "grok.window", lo=1)
 
 
 def _logger(cfg) -> None:

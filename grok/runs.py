@@ -32,6 +32,12 @@ from grok.verdict import GROKKED, settled, verdict
 log = logging.getLogger("grok.train")
 
 
+def reading(g) -> dict:
+    """The verdict's parameters from a config's `grok` group (grok.verdict.verdict's keywords)."""
+    return {"threshold": g.threshold, "delay_ratio": g.delay_ratio, "onset": g.onset,
+            "window": g.window, "criterion": g.criterion}
+
+
 def group_curves(metrics: list[dict], groups) -> list[list[dict]]:
     """The whole's eval rows, then each group's as rows with plain train_acc/test_acc keys (what
     the verdict and the early stop read): a mixture stops once every op has settled."""
@@ -198,7 +204,8 @@ class Run:
         if full or (mc.every and n_evals % mc.every == 0):
             row.update(self.measures(model, full))
         self.early_stopped = tc.early_stop_after is not None and all(
-            settled(rows, self.cfg.grok.threshold, tc.early_stop_after)
+            settled(rows, self.cfg.grok.threshold, tc.early_stop_after, self.cfg.grok.window,
+                    self.cfg.grok.criterion)
             for rows in group_curves([*self.metrics, row], self.task.groups))
         if (last or self.early_stopped) and mc.full_every and not full:
             # The full set at a run's end too. A run continued to a longer budget drops these
@@ -252,7 +259,7 @@ class Run:
         cfg = self.cfg
         return {
             "status": "complete",
-            **verdict(m, cfg.grok.threshold, cfg.grok.delay_ratio),
+            **verdict(m, **reading(cfg.grok)),
             "steps": step, "early_stopped": early_stopped, "diverged": diverged,
             "final_train_acc": m[-1]["train_acc"], "final_test_acc": m[-1]["test_acc"],
             "final_train_loss": m[-1]["train_loss"], "final_test_loss": m[-1]["test_loss"],
@@ -269,8 +276,7 @@ class Run:
         """A mixture's verdict per op (`per_op`) and whether every op grokked."""
         if not self.task.groups:
             return {}
-        g = self.cfg.grok
-        per = {name: verdict(rows, g.threshold, g.delay_ratio)
+        per = {name: verdict(rows, **reading(self.cfg.grok))
                for name, rows in zip(self.task.groups, group_curves(m, self.task.groups)[1:])}
         return {"per_op": per, "all_grokked": all(v["verdict"] == GROKKED for v in per.values())}
 

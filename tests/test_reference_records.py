@@ -16,6 +16,8 @@ import torch
 import yaml
 from conftest import assert_same_run, launch, read_metrics
 
+from grok.verdict import phase
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("make_records", FIXTURES / "make_records.py")
 make_records = importlib.util.module_from_spec(_spec)
@@ -23,7 +25,13 @@ _spec.loader.exec_module(make_records)
 
 # Keys a config may gain without changing its run (issue 18): dropped from config.yaml and the
 # checkpoint's fingerprint before comparing. Extend here, in this one place.
-ADDED_CONFIG_KEYS = ("optimized_metric", "model._target_", "optimizer._target_")
+ADDED_CONFIG_KEYS = ("optimized_metric", "model._target_", "optimizer._target_",
+                     # how the curves are read (phases): new keys, and `criterion` (held ->
+                     # held_median), identity.NOT_IDENTITY; the stored folders still resume (below)
+                     "grok.criterion", "grok.onset", "grok.window")
+# What the phases add to a summary, and the criterion whose name they changed (held ->
+# held_median): dropped and masked; the verdict and its steps are still compared as they were.
+ADDED_SUMMARY_KEYS = ("onset_step", "phase", "spikes", "lowest_test_after_grok")
 TIMINGS = {"wall_time_s", "steps_per_s"}          # summary.json (and the checkpoint's summary)
 CHECKPOINT_VOLATILE = {"elapsed", "wandb_id"}     # wall time so far; a random id per run
 
@@ -66,6 +74,8 @@ def same(a, b, where: str) -> None:
 def summary(run: Path, root: Path) -> str:
     """summary.json's text, its timings' values and the folder it was made in masked."""
     text = (run / "summary.json").read_text().replace(str(root), "<root>")
+    text = re.sub(rf'\n  "(?:{"|".join(ADDED_SUMMARY_KEYS)})": [^\n]*', "", text)
+    text = re.sub(r'("criterion": )"[^"\n]*"', r'\1"<criterion>"', text)
     return re.sub(rf'("(?:{"|".join(sorted(TIMINGS))})": )[^,\n}}]+', r"\1<timing>", text)
 
 
@@ -78,7 +88,8 @@ def checkpoint(run: Path) -> dict:
     for key in CHECKPOINT_VOLATILE:
         ck.pop(key)
     if "summary" in ck:
-        ck["summary"] = {k: v for k, v in ck["summary"].items() if k not in TIMINGS}
+        ck["summary"] = {k: v for k, v in ck["summary"].items()
+                         if k not in {*TIMINGS, *ADDED_SUMMARY_KEYS, "criterion"}}
     ck["fingerprint"] = without_added_keys(ck["fingerprint"])
     return ck
 
@@ -99,7 +110,10 @@ def test_a_sweep_writes_the_stored_reference_records(name, tmp_path):
     runs = make_records.jobs(sweep_dir)
     assert [r.name for r in runs] == [r.name for r in references]  # folders named by identity
     for reference, run in zip(references, runs):
-        assert json.loads((run / "summary.json").read_text())["status"] == "complete"
+        s = json.loads((run / "summary.json").read_text())
+        assert s["status"] == "complete"
+        assert {k: s[k] for k in ADDED_SUMMARY_KEYS} == phase(read_metrics(run))  # today's reading
+        assert s["criterion"] == "held_median(test_acc>=0.99, window=2000)"
         assert_same_record(reference, run, tmp_path)
 
 

@@ -27,8 +27,11 @@ from grok.config import TARGET_BEFORE
 # Keys that may change between a checkpoint and its resume without changing the run's results.
 RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
                      "train.device", "train.chunk", "train.max_memory_gb", "train.snapshot_every")
-# Keys that never change what a run computes: what a search sweeper reads of a run.
-NOT_IDENTITY = ("optimized_metric",)
+# Keys that never change what a run computes: what a search sweeper reads of a run, and how the
+# verdict reads the curves (grok/verdict.py) beyond its threshold and delay ratio: like
+# train.early_stop_after, they may time an early stop, never change a step taken. Folders written
+# before they existed (criterion `held`, no onset or window) resume.
+NOT_IDENTITY = ("optimized_metric", "grok.criterion", "grok.onset", "grok.window")
 # Keys the configs gained after run folders were written with them absent, each naming what the
 # run did before (the class today's choice builds): absent from a folder's fingerprint, they
 # compare equal.
