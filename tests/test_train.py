@@ -155,7 +155,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, straight, sig):
     proc.send_signal(sig)
     assert proc.wait() == -sig
     assert not (run_dir / "summary.json").exists(), "the run finished before it was interrupted"
-    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     if sig == signal.SIGUSR2:
         assert stopped_at % 100 != 0 or stopped_at > 100, "USR2 should checkpoint where it stopped"
     subprocess.run([*RESUME_CMD, f"hydra.run.dir={run_dir}"], check=True, capture_output=True,
