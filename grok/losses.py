@@ -90,5 +90,10 @@ def token_loss(cfg):
     if not OmegaConf.is_dict(fn) and not isinstance(fn, dict):
         raise ConfigError(f"loss.fn={fn!r}: must name a token loss (e.g. loss=stablemax)")
     f = resolve("loss", fn.get("_target_"), "loss.fn._target_")
-    extra = {k: v for k, v in fn.items() if k not in ("_target_", "_partial_")}
+    extra = {str(k): v for k, v in fn.items() if k not in ("_target_", "_partial_")}
+    hydra = [k for k in extra if k.startswith("_")]  # _args_, _recursive_, ...: nothing here reads them
+    if hydra:
+        raise ConfigError(f"loss.fn.{hydra[0]}: not a key of a token loss (loss.fn holds _target_ "
+                          f"and the loss's own arguments)")
+    extra = {k: OmegaConf.to_object(v) if OmegaConf.is_config(v) else v for k, v in extra.items()}
     return functools.partial(f, **extra) if extra else f

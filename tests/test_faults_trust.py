@@ -158,6 +158,10 @@ def test_a_loss_fn_target_is_looked_up_never_imported(evil):
     cfg = compose_cfg(["loss=stablemax", "loss.fn._target_=os.system", *TINY])
     with pytest.raises(ConfigError, match="os.system"):
         make_loss(cfg)
+    cfg = compose_cfg(["loss=stablemax", *TINY])
+    OmegaConf.update(cfg, "loss.fn._args_", ["rm -rf"], force_add=True)  # Hydra's keys: not read
+    with pytest.raises(ConfigError, match=r"^loss.fn._args_: not a key of a token loss"):
+        check_run(cfg)
     import grok.losses
 
     assert make_loss(compose_cfg(["loss=stablemax"])) is grok.losses.stablemax_ce
@@ -352,6 +356,7 @@ def test_every_entry_point_that_reads_a_folder_runs_nothing_and_writes_only_wher
     for call in (record.task, record.model, lambda: to_hooked_transformer(run_dir)):
         with pytest.raises(ConfigError, match="evilmod"):
             call()
+    assert not evil.exists(), "load_run or the export imported the module config.yaml named"
     assert tree(world) == before
     out = world / "out"
     # every subcommand of `python -m analysis` that reads folders (labels reads none)
@@ -366,6 +371,17 @@ def test_every_entry_point_that_reads_a_folder_runs_nothing_and_writes_only_wher
     assert changed and all(k.startswith(("out/", "sweep/analysis/")) for k in changed), changed
     assert {Path(k).parts[1] for k in changed if k.startswith("out/")} >= {
         "grid", "plots", "report", "mixtures", "transfer"}
+    # a launch into the crafted folder (another config) is refused, writing nothing; the sweep's
+    # status report reads every job's record as data
+    from grok.record.lock import RunRefused
+    from grok.record.status import sweep_status
+
+    before = tree(world)
+    with pytest.raises(RunRefused):
+        run(compose_cfg(["logger=none", *TINY]), run_dir)
+    assert {Path(job).name: status for job, status, _ in sweep_status(sweep)} == \
+        {"a": "complete", "b": "complete", "m": "complete"}
+    assert tree(world) == before
     # a run started from the crafted folder (init.from) trains from its weights and runs nothing
     cfg = compose_cfg(["logger=none", "p=23", "model.d_model=16", "model.d_head=8", "model.d_mlp=32",
                        "train.steps=10", "train.eval_every=10", "measures=off",
