@@ -15,6 +15,8 @@
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
 is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What analysis skips).
+Every file is written under the output folder, named by `grok.record.files.slug` wherever its
+name holds a value read from a record (a run folder is data: `../` in a summary is no path).
 
 Each subcommand imports what it needs when it runs, so `grid` and `labels` start without
 matplotlib, torch or W&B.
@@ -22,11 +24,11 @@ matplotlib, torch or W&B.
 
 import argparse
 import hashlib
-import re
 import sys
 from pathlib import Path
 
 from analysis.collate import latest_sweep, load_runs
+from grok.record.files import file_in, slug
 
 
 def _dirs(args) -> list[Path]:
@@ -68,7 +70,7 @@ def tag(dirs) -> str:
         d = str(d)
         return d.replace(":", "_").replace("/", "_") if d.startswith("wandb:") else Path(d).name
 
-    names = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", "+".join(map(name, dirs)))[:40]
+    names = slug("+".join(map(name, dirs)), 40)
     full = "|".join(d if str(d).startswith("wandb:") else str(Path(d).resolve()) for d in map(str, dirs))
     return f"{names}-{hashlib.sha1(full.encode()).hexdigest()[:6]}"
 
@@ -91,7 +93,7 @@ def grids(runs, rows: str, cols: str, agg):
 
 def cmd_grid(args):
     from analysis.plots import heatmap
-    from analysis.pooling import PoolError, slug
+    from analysis.pooling import PoolError
     from analysis.tables import LEGEND, cell, grok_step_cell, to_markdown
 
     runs, dirs, out = _load(args)
@@ -110,10 +112,10 @@ def cmd_grid(args):
         print(f"\n{where}{': ' + label if label else ''}: {len(part)} runs, "
               f"{part.seed.nunique()} seed(s)\n")
         print(to_markdown(table))
-        table.to_csv(out / f"{name}.csv")
-        table.to_html(out / f"{name}.html")
-        (out / f"{name}.md").write_text(to_markdown(table) + "\n")
-        heatmap(share, table, out / f"{name}.png", title=f"{where}{' | ' + label if label else ''}")
+        table.to_csv(file_in(out, f"{name}.csv"))
+        table.to_html(file_in(out, f"{name}.html"))
+        file_in(out, f"{name}.md").write_text(to_markdown(table) + "\n")
+        heatmap(share, table, file_in(out, f"{name}.png"), title=f"{where}{' | ' + label if label else ''}")
     legend = LEGEND if args.cell == "verdict" else \
         "median grok step (seeds that generalised / all), else best test acc"
     print(f"\n{legend}\nwritten to {out}/")
@@ -127,7 +129,7 @@ def cmd_exponents(args):
     if table.empty:
         sys.exit("error: no x^a+y^b runs in these sweeps")
     print(table.to_markdown(index=False, floatfmt=".3g"))
-    table.to_csv(out / "exponents.csv", index=False)
+    table.to_csv(file_in(out, "exponents.csv"), index=False)
 
 
 def plot_name(row) -> str:
@@ -140,8 +142,7 @@ def plot_name(row) -> str:
     else:
         what = f"{row.task}_{Path(row.run).name}"
         what += "" if f"seed={row.seed}" in what else f"_s{row.seed}"
-    what = re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", what)[:100]
-    return f"run_{what}-{hashlib.sha1(where.encode()).hexdigest()[:6]}"
+    return f"run_{slug(what, 100)}-{hashlib.sha1(where.encode()).hexdigest()[:6]}"
 
 
 def cmd_plots(args):
@@ -152,7 +153,8 @@ def cmd_plots(args):
     for row in runs.itertuples():
         run, notes = row.run, []
         try:
-            png = plot_run(run, out / f"{plot_name(row)}.png", notes=notes, log_steps=args.log_steps)
+            png = plot_run(run, file_in(out, f"{plot_name(row)}.png"), notes=notes,
+                           log_steps=args.log_steps)
         except BadRecord as e:
             print(f"skipped {run}: {e}", file=sys.stderr)
             continue
@@ -189,9 +191,9 @@ def cmd_report(args):
         except BoundaryError as e:
             print(f"skipped {e}", file=sys.stderr)
     try:
-        page = write_report(runs, out / f"report_{tag(dirs)}.html", ", ".join(d.name or str(d) for d in dirs),
-                            rows=args.rows, cols=cols, log_steps=args.log_steps, problems=problems,
-                            boundary=boundary)
+        page = write_report(runs, file_in(out, f"report_{tag(dirs)}.html"),
+                            ", ".join(d.name or str(d) for d in dirs), rows=args.rows, cols=cols,
+                            log_steps=args.log_steps, problems=problems, boundary=boundary)
     except PoolError as e:
         sys.exit(f"error: {e}")
     print(page)
@@ -200,7 +202,7 @@ def cmd_report(args):
 def cmd_phases(args):
     """The phase diagram of each pool: a PNG, and the seeds per phase as CSV and markdown."""
     from analysis.phases import LEGEND, diagrams, figure, with_phases
-    from analysis.pooling import PoolError, slug
+    from analysis.pooling import PoolError
     from analysis.tables import to_markdown
 
     dirs = _dirs(args)
@@ -221,9 +223,9 @@ def cmd_phases(args):
     for label, text, colour in tables:
         name = f"phases_{tag(dirs)}_{slug(args.y)}-by-{slug(args.x)}" + (f"_{slug(label)}" if label else "")
         print(f"\n{where}{': ' + label if label else ''}\n\n{to_markdown(text)}")
-        text.to_csv(out / f"{name}.csv")
-        (out / f"{name}.md").write_text(to_markdown(text) + "\n")
-        figure(text, colour, out / f"{name}.png", title=f"{where}{' | ' + label if label else ''}")
+        text.to_csv(file_in(out, f"{name}.csv"))
+        file_in(out, f"{name}.md").write_text(to_markdown(text) + "\n")
+        figure(text, colour, file_in(out, f"{name}.png"), title=f"{where}{' | ' + label if label else ''}")
     print(f"\n{LEGEND}\nwritten to {out}/")
 
 
@@ -258,9 +260,9 @@ def _write_tables(tables, name, legend, dirs, out) -> None:
     for key, table in tables:
         md = tabulate(table, headers="keys", tablefmt="github")
         print(f"\n{', '.join(map(str, dirs))}: {key}\n\n{md}")
-        stem = f"{name}_" + "_".join(f"{k}{v}" for k, v in key.items())
-        table.to_csv(out / f"{stem}.csv")
-        (out / f"{stem}.md").write_text(md + "\n")
+        stem = f"{name}_" + "_".join(slug(f"{k}{v}") for k, v in key.items())  # values: a record's
+        table.to_csv(file_in(out, f"{stem}.csv"))
+        file_in(out, f"{stem}.md").write_text(md + "\n")
     print(f"\n{legend}\nwritten to {out}/")
 
 
@@ -316,8 +318,8 @@ def cmd_boundary(args):
     print("\n" + tabulate(shown, headers="keys", tablefmt="github", showindex=False,
                           missingval="-"))
     name = f"boundary_{tag([sweep])}"
-    rows.to_csv(out / f"{name}.csv", index=False)
-    plot(doc, out / f"{name}.png")
+    rows.to_csv(file_in(out, f"{name}.csv"), index=False)
+    plot(doc, file_in(out, f"{name}.png"))
     print(f"\nwritten to {out}/{name}.csv and .png")
 
 

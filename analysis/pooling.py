@@ -12,9 +12,6 @@ axis of modular runs covers the task group too (`task=add` is a way of saying `o
 task's own `op` key is a default, not the op trained).
 """
 
-import hashlib
-import re
-
 import pandas as pd
 
 from analysis.collate import is_modular
@@ -131,12 +128,3 @@ def _show(value_repr) -> str:
     if value_repr is None:
         return "(unset)"
     return value_repr.strip("'")
-
-
-def slug(text: str, limit: int = 60) -> str:
-    """A file-name-safe form of `text`, ending in a short hash when anything was changed or cut
-    (so two different texts never share a name)."""
-    safe = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", text).strip("_")
-    if safe == text and len(text) <= limit:
-        return text
-    return f"{safe[:limit]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"

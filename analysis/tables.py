@@ -149,6 +149,8 @@ def exponent_table(runs: pd.DataFrame) -> pd.DataFrame:
         runs = runs.assign(task="poly")
     for label, pool in pools(runs, axes=("op", "p", "frac")):
         for (op, p, frac), group in pool.groupby(["op", "p", "frac"], dropna=False):
+            if not isinstance(op, str):
+                continue  # a mixture or another task: no op, so no exponents
             parsed = parse_op(op)
             ab = exponent_pair(parsed)
             if ab is None:

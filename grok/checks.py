@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from grok.config import select, validate, validate_choices, view
 from grok.init import check_init
+from grok.losses import token_loss
 from grok.models import builder
 from grok.optim import update_rule
 from grok.tasks import build_task
@@ -28,6 +29,7 @@ def check_run(cfg: DictConfig, device_here: bool = True, reference: DictConfig |
     task = build_task(cfg) if task is None else task  # a modular task checks its op as it is built
     validate(cfg, task, update_rule(select(view(cfg), "optimizer")), device_here)
     builder(cfg)  # model._target_ names a model of grok.models
+    token_loss(cfg)  # loss.fn._target_ names a token loss of grok.losses
     return task, check_init(cfg, task)
 
 

@@ -40,8 +40,11 @@ class RunRecord:
         self.metrics = (pd.read_json(metrics, lines=True, precise_float=True)
                         if metrics.is_file() and metrics.stat().st_size else pd.DataFrame())
         self._final = None
-        if self.summary and self.summary.get("status") == "complete" and (self.dir / CHECKPOINT).is_file():
-            self._final = self.summary.get("steps")
+        s = self.summary or {}
+        final = s.get("steps")  # a step names a snapshot file: an int, never a string
+        if s.get("status") == "complete" and (self.dir / CHECKPOINT).is_file() \
+                and isinstance(final, int) and not isinstance(final, bool):
+            self._final = final
         self.steps = sorted(set(snapshot_steps(self.dir)) | ({self._final} - {None}))
 
     @property

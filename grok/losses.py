@@ -1,12 +1,21 @@
 """The loss and accuracy maths: token losses a run can train on (`loss=` config group; none
 chosen: cross-entropy), their mean, and accuracies.
 
+A token loss a config may name (`loss.fn._target_`) is a function registered here
+(`@register("loss")`, grok.targets); `token_loss(cfg)` looks the name up, never imports it.
+
 Each token loss maps logits (..., C) and labels (...) with -1 for "no loss here" to a float64
 loss per token (0 where the label is -1), the shape of the labels; `mean_ce` averages them.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from grok.config import ConfigError
+from grok.targets import register, resolve
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -47,6 +56,7 @@ def per_position(logits: torch.Tensor, labels: torch.Tensor,
     return ce.sum(-2) / n, right.sum(-2) / n
 
 
+@register("loss")
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy in float64 (token_ce)."""
     return token_ce(logits, labels)
@@ -60,6 +70,7 @@ def stablemax(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, x.clamp(min=0) + 1, 1 / (1 - x.clamp(max=0)))
 
 
+@register("loss")
 def stablemax_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """StableMax cross-entropy, float64: -log(s(x_label) / sum_j s(x_j)) per labelled token."""
     s = stablemax(logits.double())
@@ -67,3 +78,22 @@ def stablemax_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     picked = s.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     ce = s.sum(-1).log() - picked.log()
     return torch.where(has, ce, torch.zeros((), dtype=ce.dtype, device=ce.device))
+
+
+def token_loss(cfg):
+    """The token loss of the `loss` group (conf/loss/): the registered function `loss.fn._target_`
+    names, bound to any further keys of `loss.fn`; softmax cross-entropy if no loss is chosen."""
+    loss = cfg.get("loss")
+    if not loss:
+        return token_ce
+    fn = loss.get("fn")
+    if not OmegaConf.is_dict(fn) and not isinstance(fn, dict):
+        raise ConfigError(f"loss.fn={fn!r}: must name a token loss (e.g. loss=stablemax)")
+    f = resolve("loss", fn.get("_target_"), "loss.fn._target_")
+    extra = {str(k): v for k, v in fn.items() if k not in ("_target_", "_partial_")}
+    hydra = [k for k in extra if k.startswith("_")]  # _args_, _recursive_, ...: nothing here reads them
+    if hydra:
+        raise ConfigError(f"loss.fn.{hydra[0]}: not a key of a token loss (loss.fn holds _target_ "
+                          f"and the loss's own arguments)")
+    extra = {k: OmegaConf.to_object(v) if OmegaConf.is_config(v) else v for k, v in extra.items()}
+    return functools.partial(f, **extra) if extra else f

@@ -6,7 +6,7 @@ its config holds (`HYPER`, which grok.config checks), the per-parameter state it
 named as torch.optim names it, so checkpoints keep one layout) and its update over stacked (R, ...)
 tensors. Defining a subclass of `UpdateRule` registers it under its dotted name, the `_target_`
 that conf/optimizer/<name>.yaml gives; a config's `_target_` resolves only to a registered class
-(`update_rule`), never by import, since a run folder is data.
+(`update_rule`, through grok.targets), never by import, since a run folder is data.
 
 Every update rule is elementwise, so one update over stacked tensors is R independent updates.
 Each run keeps its own hyperparameters (lr, weight decay, betas, momentum, warmup) as (R,) tensors
@@ -29,6 +29,7 @@ import torch
 
 from grok.config import GROKFAST_FILTERS as FILTERS
 from grok.config import TARGET_BEFORE, Bound, ConfigError
+from grok.targets import REGISTRY, register, resolve
 
 EPS = 1e-8  # torch's default
 ORTHO_EPS = 1e-30  # ⊥Grad: added to |w|^2 and |g_orth| (as the reference implementation)
@@ -48,7 +49,7 @@ def to_device(coeffs: dict, like: torch.Tensor) -> dict:
 
 # -- base update rules -----------------------------------------------------------------------
 
-RULES: dict[str, type["UpdateRule"]] = {}  # by `_target_`: every subclass of UpdateRule
+RULES: dict[str, type["UpdateRule"]] = REGISTRY["optimizer"]  # by `_target_`: every UpdateRule subclass
 
 
 class UpdateRule:
@@ -66,7 +67,7 @@ class UpdateRule:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        RULES[f"{cls.__module__}.{cls.__qualname__}"] = cls
+        register("optimizer", cls)
 
     @staticmethod
     def update(params: dict, state: dict, hp: dict, steps: torch.Tensor, lr: torch.Tensor) -> None:
@@ -140,11 +141,7 @@ def update_rule(o) -> type[UpdateRule]:
         if target is None:
             raise ConfigError(f"optimizer._target_: missing, and optimizer.name={old!r} names no "
                               f"update rule of before the key (e.g. grok.optim.AdamW)")
-    rule = RULES.get(target) if isinstance(target, str) else None
-    if rule is None:
-        raise ConfigError(f"optimizer._target_={target!r}: not an update rule of grok.optim "
-                          f"(choose from {', '.join(RULES)})")
-    return rule
+    return resolve("optimizer", target, "optimizer._target_")
 
 
 def rule_target(rule: type[UpdateRule]) -> str:

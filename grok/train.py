@@ -23,13 +23,12 @@ import sys
 import threading
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from grok.data import PackBatch, batch_at
 from grok.hardware import DTYPE_BYTES, is_gpu, torch_dtype
-from grok.losses import accuracy, mean_ce, per_position, token_ce
+from grok.losses import accuracy, mean_ce, per_position, token_ce, token_loss
 from grok.optim import PackOptimizer, update_rule
 from grok.record.local import one_line
 from grok.record.lock import FolderError
@@ -64,8 +63,9 @@ def loss_name(cfg: DictConfig) -> str:
 
 
 def make_loss(cfg: DictConfig):
-    """The token loss of the `loss` group (conf/loss/), softmax cross-entropy if none is chosen."""
-    return instantiate(cfg.loss.fn) if cfg.get("loss") else token_ce
+    """The token loss of the `loss` group (conf/loss/), softmax cross-entropy if none is chosen;
+    looked up among grok.losses' registered losses, never imported (grok.losses.token_loss)."""
+    return token_loss(cfg)
 
 
 def pack_key(cfg: DictConfig, task=None) -> tuple:

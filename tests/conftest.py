@@ -84,7 +84,7 @@ def read_metrics(run_dir):
 
 
 def weights(run_dir):
-    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["model"]
+    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)["model"]
 
 
 def assert_same_run(reference, run_dir):

@@ -80,7 +80,7 @@ def test_a_new_rule_is_one_class_and_one_yaml(conf_with_rule, tmp_path):
     with pytest.raises(ConfigError, match=r"^optimizer.scale=2: must be a number in \(0.0, 1.0\]$"):
         check(compose_in(conf_with_rule, [*base, "optimizer=sign", "optimizer.scale=2"]))
     s = run(cfg, tmp_path / "sign")  # ... and the trainer builds it
-    state = torch.load(tmp_path / "sign" / "checkpoint.pt", weights_only=False)["optimizer"]
+    state = torch.load(tmp_path / "sign" / "checkpoint.pt", weights_only=True)["optimizer"]
     assert s["steps"] == 6 and state["steps"] == 6 and set(state) == {"steps", "last_sign"}
     assert all(set(t.unique().tolist()) <= {-1.0, 0.0, 1.0} for t in state["last_sign"].values())
     assert any(t.abs().sum() > 0 for t in state["last_sign"].values())

@@ -155,7 +155,7 @@ def test_interrupted_run_resumes_bit_identical(tmp_path, straight, sig):
     proc.send_signal(sig)
     assert proc.wait() == -sig
     assert not (run_dir / "summary.json").exists(), "the run finished before it was interrupted"
-    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     if sig == signal.SIGUSR2:
         assert stopped_at % 100 != 0 or stopped_at > 100, "USR2 should checkpoint where it stopped"
     subprocess.run([*RESUME_CMD, f"hydra.run.dir={run_dir}"], check=True, capture_output=True,
@@ -223,12 +223,12 @@ def test_a_job_builds_its_task_once(tmp_path, monkeypatch, task):
 
     built = []
 
-    def counting(target):
-        built.append(target)
-        return get_class(target)
+    def counting(cfg):
+        built.append(cfg.task.get("_target_"))
+        return task_class(cfg)
 
-    get_class = grok.tasks.get_class
-    monkeypatch.setattr(grok.tasks, "get_class", counting)
+    task_class = grok.tasks.task_class
+    monkeypatch.setattr(grok.tasks, "task_class", counting)
     s = run(compose_cfg(["logger=none", *TINY, f"task={task}", "measures=off", "train.steps=10"]),
             tmp_path / "r")
     assert s["status"] == "complete"
@@ -245,7 +245,7 @@ def test_a_pack_given_its_tasks_builds_none(tmp_path, monkeypatch):
             for s in (0, 1)]
     tasks = [check(c) for c in cfgs]
     built = []
-    get_class = grok.tasks.get_class
-    monkeypatch.setattr(grok.tasks, "get_class", lambda target: built.append(target) or get_class(target))
+    task_class = grok.tasks.task_class
+    monkeypatch.setattr(grok.tasks, "task_class", lambda cfg: built.append(cfg) or task_class(cfg))
     results = train_pack(cfgs, [tmp_path / "a", tmp_path / "b"], tasks=tasks)
     assert [r["status"] for r in results] == ["complete", "complete"] and built == []

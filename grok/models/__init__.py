@@ -1,15 +1,15 @@
 """Models a run can train, all pack-first (see grok.models.pack). `build_model(cfg, task)` builds
 the one `cfg.model._target_` names, as grok.tasks builds tasks: a function of (cfg, task,
 n_runs) that returns the model; a new model is its class, such a function and one YAML file
-in conf/model/ naming the function. A config without `_target_` (a run folder written before the key) gets the
-function of its `model.arch`."""
+in conf/model/ naming the function (registered in grok.targets by `@register("model")`: a name
+from a config is looked up there, never imported). A config without `_target_` (a run folder
+written before the key) gets the function of its `model.arch`."""
 
-from hydra.utils import get_method
-
-from grok.config import ConfigError, tables_exact
+from grok.config import tables_exact
 from grok.models.hooked import HookedTransformer
 from grok.models.mlp import MLP
 from grok.models.tables import Transformer
+from grok.targets import register, resolve
 
 BY_ARCH = {"transformer": "grok.models.build_transformer", "mlp": "grok.models.build_mlp"}
 
@@ -18,6 +18,7 @@ def _shape(task) -> dict:
     return dict(vocab=task.vocab, n_out=task.n_out, n_ctx=task.n_ctx)
 
 
+@register("model")
 def build_transformer(cfg, task, n_runs: int | None = None):
     """The transformer of `cfg.model` for `task`: the fastest path that computes it exactly (see
     conf/model/transformer.yaml for `impl`)."""
@@ -31,6 +32,7 @@ def build_transformer(cfg, task, n_runs: int | None = None):
                              normalization=m.normalization, act=m.act, n_runs=n_runs)
 
 
+@register("model")
 def build_mlp(cfg, task, n_runs: int | None = None):
     """The MLP of `cfg.model` for `task` (one answer at the last position)."""
     return MLP(**_shape(task), d_model=cfg.model.d_model, d_mlp=cfg.model.d_mlp, n_runs=n_runs)
@@ -38,18 +40,9 @@ def build_mlp(cfg, task, n_runs: int | None = None):
 
 def builder(cfg):
     """The function `cfg.model._target_` names (by default, that of `model.arch`); a ConfigError
-    naming the value if it names no model builder of grok.models."""
-    target = str(cfg.model.get("_target_") or BY_ARCH.get(cfg.model.arch))
-    fn = None
-    if target.startswith(__name__ + "."):  # only the project's models are ever imported by name
-        try:
-            fn = get_method(target)
-        except Exception:  # noqa: BLE001 - Hydra raises several kinds for a bad path
-            fn = None
-    if fn is None:
-        raise ConfigError(f"model._target_={target!r}: not a model builder of grok.models "
-                          f"(e.g. grok.models.build_transformer)")
-    return fn
+    naming the value if it names no registered model builder."""
+    target = cfg.model.get("_target_") or BY_ARCH.get(cfg.model.get("arch"))
+    return resolve("model", target, "model._target_")
 
 
 def build_model(cfg, task, n_runs: int | None = None):

@@ -6,6 +6,7 @@ pandas reads as NaN; every file is valid JSON (`json.dumps(..., allow_nan=False)
 """
 
 import errno
+import hashlib
 import json
 import math
 import numbers
@@ -95,6 +96,28 @@ def dumps(value, **kw) -> str:
 
 def write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def slug(text, limit: int = 60) -> str:
+    """`text` (a record's value, a config key, a folder's name) as one plain file-name part:
+    letters, digits and `_.,+=-` only, no leading dot, no `..`, at most `limit` characters, and
+    ending in a short hash of `text` when anything was changed or cut, so two texts never share a
+    name. Every output file name built from data goes through here: a value is never a path."""
+    text = str(text)
+    safe = re.sub(r"[^A-Za-z0-9_.,+=-]+", "_", text)
+    safe = re.sub(r"\.{2,}", "_", safe).strip("_").lstrip(".")
+    if safe == text and text and len(text) <= limit:
+        return text
+    return f"{safe[:limit]}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+
+
+def file_in(folder, name: str) -> Path:
+    """`folder / name`, where `name` is one plain file name (a slug, an extension): a name that
+    is empty, holds a path separator or is `.` or `..` is refused (ValueError), so a write never
+    leaves the folder it was asked to write to."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"{name!r}: not a plain file name (writes stay in {folder})")
+    return Path(folder) / name
 
 
 def number(value):

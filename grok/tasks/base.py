@@ -21,6 +21,7 @@ import torch
 
 from grok.config import ConfigError, n_train_for
 from grok.measures import weight_sq
+from grok.targets import register
 
 IGNORE = -1
 
@@ -33,6 +34,12 @@ class Task:
     positions: tuple    # sequence positions that can carry a target
     position_names: tuple  # one name per position (per-position losses are logged under them)
     finite: bool        # universe() exists and `frac` splits it; else sample() and n_train
+
+    def __init_subclass__(cls, **kwargs):
+        """Defining a task registers it as a `task._target_` (grok.targets): configs name it, never
+        import it."""
+        super().__init_subclass__(**kwargs)
+        register("task", cls)
 
     def describe(self) -> str:
         """One line for logs, records and tables."""
