@@ -337,6 +337,22 @@ def crafted_sweep(world: Path) -> Path:
     return sweep
 
 
+def crafted_boundary() -> dict:
+    """A boundary sweep's boundary.json whose cells and ids are paths and mathtext."""
+    row = {"status": "found", "capped": False, "interval": [0.5, 0.6], "no_end": 0.5,
+           "yes_end": 0.6, "non_monotone": True, "against": [0.9], "unknown_inside": [],
+           "points": [{"value": 0.5, "outcome": "no", "grokked": 0, "known": 1, "seeds": 1}],
+           "runs": 2}
+    return {"format": 1, "axis": {"name": "../frac", "lo": "0.1", "hi": "0.9", "resolution": "0.1",
+                                  "direction": "up"},
+            "seeds": [0], "k": 1, "outcome_rule": "generalised", "rounds": 1, "runs_spent": 2,
+            "worst_case": 3, "reused": 0, "reused_from": {}, "sweep_id": "../../victim/README",
+            "cells": [["op=../../victim/README"], ["op=$x$", "model=/etc/passwd"]],
+            "rows": [{**row, "cell": ["op=../../victim/README"]},
+                     {**row, "status": "nowhere", "cell": ["op=$x$"]}],
+            "runs": []}
+
+
 def test_every_entry_point_that_reads_a_folder_runs_nothing_and_writes_only_where_asked(
         tmp_path, evil, capsys):
     from analysis.__main__ import main
@@ -346,6 +362,7 @@ def test_every_entry_point_that_reads_a_folder_runs_nothing_and_writes_only_wher
 
     world = tmp_path / "world"
     sweep = crafted_sweep(world)
+    (sweep / "boundary.json").write_text(json.dumps(crafted_boundary()))
     (world / "victim").mkdir()
     (world / "victim" / "README.csv").write_text("precious\n")
     (world / "victim" / "README.md").write_text("precious\n")
@@ -360,7 +377,8 @@ def test_every_entry_point_that_reads_a_folder_runs_nothing_and_writes_only_wher
     assert tree(world) == before
     out = world / "out"
     # every subcommand of `python -m analysis` that reads folders (labels reads none)
-    for cmd in ("grid", "exponents", "plots", "report", "mixtures", "transfer"):
+    for cmd in ("grid", "exponents", "plots", "report", "mixtures", "transfer", "phases",
+                "boundary"):
         try:
             main([cmd, str(sweep), "--out", str(out / cmd)])
         except SystemExit as e:  # exponents: no x^a+y^b runs here; one line, no file
@@ -370,7 +388,7 @@ def test_every_entry_point_that_reads_a_folder_runs_nothing_and_writes_only_wher
     changed = changes(before, tree(world))
     assert changed and all(k.startswith(("out/", "sweep/analysis/")) for k in changed), changed
     assert {Path(k).parts[1] for k in changed if k.startswith("out/")} >= {
-        "grid", "plots", "report", "mixtures", "transfer"}
+        "grid", "plots", "report", "mixtures", "transfer", "phases", "boundary"}
     # a launch into the crafted folder (another config) is refused, writing nothing; the sweep's
     # status report reads every job's record as data
     from grok.record.lock import RunRefused
