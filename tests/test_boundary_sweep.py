@@ -223,3 +223,19 @@ def test_the_report_opens_with_the_boundary_section(through, tmp_path):
     page = next(Path(tmp_path).glob("report_*.html")).read_text()
     assert page.index('id="boundary"') < page.index("<h2>", page.index('id="boundary"') + 10)
     assert ">found<" in page and ">nowhere<" in page and page.count("<svg") >= 2
+
+
+@pytest.mark.parametrize("preset,cells,seeds", [("furuta_boundary", 35, 3),
+                                                ("exponents_boundary", 81 * 3, 1)])
+def test_the_boundary_presets_choose_the_sweeper_and_check_round_0(preset, cells, seeds):
+    from launch import plan
+
+    notes: list = []
+    jobs, multirun, _ = plan(["-m", f"experiment={preset}"], notes)
+    assert multirun and len(jobs) == cells * 5 * seeds  # the coarse grid 0.1, 0.3, ..., 0.9
+    assert {o for j in jobs for o in j if o.startswith("frac=")} == \
+        {"frac=0.1", "frac=0.3", "frac=0.5", "frac=0.7", "frac=0.9"}
+    assert f"a boundary search of {cells} cell(s)" in notes[0]
+    assert check(["-m", f"experiment={preset}"]) == (None, len(jobs))
+    # the grid sweeper is still the default, and the command line still chooses
+    assert check(["-m", "task=poly", "op=x+y", "frac=0.3,0.5"]) == (None, 2)
