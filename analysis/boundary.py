@@ -163,7 +163,6 @@ def section(doc: dict) -> str:
     buf = io.StringIO()
     plot(doc, buf, fmt="svg")
     svg = buf.getvalue()
-    shown = rows.astype(object).where(rows.notna(), None)
     return (f'<h2 id="boundary">Boundary: where grokking starts in {html.escape(ax["name"])}</h2>'
             f'<p>{html.escape(ax["name"])} in [{html.escape(ax["lo"])}, {html.escape(ax["hi"])}] '
             f'at resolution {html.escape(ax["resolution"])}; a point is a yes where {doc["k"]} of '
@@ -171,4 +170,4 @@ def section(doc: dict) -> str:
             f'run(s) in {doc["rounds"]} round(s), {doc["reused"]} reused. Every cell: '
             f'{html.escape(" ".join(shared)) or "-"}.</p>'
             + svg[svg.index("<svg"):]
-            + shown.to_html(index=False, na_rep="-", classes="runs", border=0, escape=True))
+            + rows.to_html(index=False, na_rep="-", classes="runs", border=0, escape=True))

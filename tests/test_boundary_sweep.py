@@ -239,3 +239,37 @@ def test_the_boundary_presets_choose_the_sweeper_and_check_round_0(preset, cells
     assert check(["-m", f"experiment={preset}"]) == (None, len(jobs))
     # the grid sweeper is still the default, and the command line still chooses
     assert check(["-m", "task=poly", "op=x+y", "frac=0.3,0.5"]) == (None, 2)
+
+
+CHROMIUM = __import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_the_boundary_section_renders_in_headless_chromium(through, tmp_path):
+    import subprocess
+
+    from PIL import Image
+
+    from analysis.__main__ import main
+
+    cwd, _ = through
+    main(["report", str(cwd / "outputs" / "sweeps" / "b"), "--out", str(tmp_path)])
+    page = next(Path(tmp_path).glob("report_*.html"))
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+            "--v=0", "--window-size=1200,1400", f"--user-data-dir={tmp_path / 'profile'}"]
+    r = subprocess.run([*args, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and [x for x in r.stderr.splitlines() if ":CONSOLE" in x] == []
+    dom = r.stdout
+    section = dom[dom.index('id="boundary"'):]
+    assert section.index("<svg") < section.index("<table") and "op=x+y" in section
+    shot = tmp_path / "shot.png"
+    subprocess.run([*args, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    img = Image.open(shot).convert("RGB")
+    # the plot is on the first screen: the critical-value dot and bar of x+y in tab10's first
+    # colour (an elementary op)
+    blue = (31, 119, 180)
+    n = sum(1 for p in img.getdata() if all(abs(a - b) <= 8 for a, b in zip(p, blue)))
+    assert n > 100, n
+    img.save(tmp_path.parent / "boundary_report_shot.png")
