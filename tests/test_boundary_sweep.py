@@ -117,6 +117,26 @@ def test_a_grid_sweep_seeds_round_0_and_its_runs_are_not_trained_again(through, 
     assert not any("frac=0.1," in n or "frac=0.5," in n for n in names)  # not launched here
 
 
+def test_a_run_that_fails_is_retried_once_then_unknown_never_a_no(through, tmp_path):
+    """x+y at frac 0.5 cannot run: its folder holds another config's run (copied from x-y), so
+    the folder refuses it, in round 0 and in its retry. The point stays unknown, the search goes
+    round it, and the launch exits 1 naming the refused job."""
+    ref_cwd, reference = through
+    src = next((ref_cwd / "outputs" / "sweeps" / "b").glob("frac=0.5,*op=x-y,*"))
+    dst = tmp_path / "outputs" / "sweeps" / "b" / src.name.replace("op=x-y", "op=x+y")
+    __import__("shutil").copytree(src, dst)
+    r = launch(["-m", *SEARCH, *PACKED, *CELLS, "sweep_id=b"], tmp_path)
+    assert r.returncode == 1 and "refused" in r.stderr
+    doc = result(tmp_path, "b")
+    tries = [(x["round"], x["outcome"]) for x in doc["runs"] if x["cell"] == 0 and x["value"] == "0.5"]
+    assert tries == [(0, "failed"), (1, "failed")]  # retried once, in the next round
+    add = doc["rows"][0]
+    assert add["status"] == "found" and add["interval"] == reference["rows"][0]["interval"]
+    at = {p["value"]: p for p in add["points"]}
+    assert at[0.5]["known"] == 0 and at[0.5]["outcome"] == "unknown"
+    assert doc["rows"][1] == reference["rows"][1]  # the other cell is untouched
+
+
 def test_a_relaunch_with_another_search_is_refused(through, tmp_path):
     sweep(tmp_path, "b", "hydra.sweeper.max_rounds=1")
     r = launch(["-m", *SEARCH, *PACKED, *CELLS, "sweep_id=b", "hydra.sweeper.seeds=2"], tmp_path)
