@@ -14,8 +14,8 @@ re-runs every other module of hydra_plugins), so its exception class and its rec
 checked in this process stay one.
 
 This module holds every call of the launch layer into grok/ for a batch: `grok.checks.check`,
-`grok.config.ConfigError`, `grok.record.identity.job_dirname` / `identity_key`. They are imported
-where they are used: Hydra imports every module of hydra_plugins at start-up, for any command,
+`grok.config.ConfigError`, `grok.record.identity.job_dirname` / `identity_key` / `run_key`. They
+are imported where they are used: Hydra imports every module of hydra_plugins at start-up, for any command,
 and the checks import torch.
 """
 
@@ -153,7 +153,8 @@ class Checker:
     def check_all(self, jobs: Sequence[Sequence[str]]) -> list:
         """(config, task) of every job, in order; BadInput at the first bad job or shared folder."""
         out = [self.check(job) for job in jobs]
-        error = same_folder([task_overrides(self.parser, j) for j in jobs])
+        overrides = [task_overrides(self.parser, j) for j in jobs]
+        error = same_folder(overrides) or same_run(overrides, [cfg for cfg, _ in out])
         if error:
             raise BadInput(error)
         return out
@@ -178,6 +179,25 @@ def same_folder(jobs: list[list[str]]) -> str | None:
                     else "they are the same run")
             return f"jobs {seen[name]} and {i} of the sweep would share the run folder '{name}': {what}"
         seen[name] = i
+    return None
+
+
+def same_run(jobs: list[list[str]], configs: list[DictConfig]) -> str | None:
+    """Two jobs of a sweep in two folders that train one run (`op=x+y,y+x`: one op, two spellings;
+    grok.record.identity.run_key): an error, not two bit-identical runs pooled as two seeds."""
+    from grok.record.identity import fingerprint, run_key
+
+    seen: dict[str, int] = {}
+    for i, cfg in enumerate(configs):
+        key = run_key(fingerprint(cfg))
+        if key in seen:
+            j = seen[key]
+            a, b = jobs[j], jobs[i]
+            differ = [o for o in a if o not in b], [o for o in b if o not in a]
+            what = " and ".join(" ".join(d) or "(no overrides)" for d in differ)
+            return (f"jobs {j} and {i} of the sweep are the same run ({what} train the same "
+                    f"thing); drop one")
+        seen[key] = i
     return None
 
 
