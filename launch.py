@@ -35,6 +35,7 @@ from grok.record.status import SweepReport, sweep_status  # noqa: E402
 from hydra_plugins.grok_launchers._batch import (  # noqa: E402
     BadInput,
     Checker,
+    check_launch,
     checked_jobs,
     groups_of,
     is_hydra,
@@ -126,9 +127,10 @@ def check(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
     validates and no two share a run folder, else one line. `keep`, if given, receives
     (overrides, config) of every job. The launchers run the same check on every batch."""
     try:
-        jobs, _, remote = plan(argv)
+        jobs, multirun, remote = plan(argv)
         with _hydra() as loader:
             checked = _checker(loader, remote).check_all(jobs)
+            check_launch(_shared_config(loader, argv), multirun)
     except BadInput as e:
         return str(e), 0
     except (HydraException, OmegaConfBaseException) as e:
@@ -136,6 +138,13 @@ def check(argv: list[str], keep: list | None = None) -> tuple[str | None, int]:
     if keep is not None:
         keep += [(job, cfg) for job, (cfg, _) in zip(jobs, checked)]
     return None, len(jobs)
+
+
+def _shared_config(loader, argv: list[str]) -> DictConfig:
+    """The config every job of the command line shares, with its hydra node (folders, launcher)."""
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(parse_flags(argv).overrides)
+    return compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
+                   return_hydra_config=True)
 
 
 def check_shared(argv: list[str]) -> str | None:
@@ -148,9 +157,8 @@ def check_shared(argv: list[str]) -> str | None:
                 parse_flags(argv).overrides)
             _checker(loader, remote=True).check_keys(
                 [o.input_line for o in parsed if not o.is_sweep_override() and not is_hydra(o)])
-            # and a bad launcher or sweeper name
-            compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
-                    return_hydra_config=True)
+            # and a bad launcher or sweeper name, sweep_id, sweep folder or launcher value
+            check_launch(_shared_config(loader, argv), multirun=True)
     except BadInput as e:
         return str(e)
     except (HydraException, OmegaConfBaseException) as e:
