@@ -35,6 +35,7 @@ from grok.record.status import SweepReport, sweep_status  # noqa: E402
 from hydra_plugins.grok_launchers._batch import (  # noqa: E402
     BadInput,
     Checker,
+    check_launch,
     checked_jobs,
     groups_of,
     is_hydra,
@@ -137,9 +138,10 @@ def check(argv: list[str], keep: list | None = None,
     (overrides, config) of every job; `notes` plan's notes. The launchers run the same check on
     every batch."""
     try:
-        jobs, _, remote = plan(argv, notes)
+        jobs, multirun, remote = plan(argv, notes)
         with _hydra() as loader:
             checked = _checker(loader, remote).check_all(jobs)
+            check_launch(_shared_config(loader, argv), multirun)
     except BadInput as e:
         return str(e), 0
     except (HydraException, OmegaConfBaseException) as e:
@@ -147,6 +149,13 @@ def check(argv: list[str], keep: list | None = None,
     if keep is not None:
         keep += [(job, cfg) for job, (cfg, _) in zip(jobs, checked)]
     return None, len(jobs)
+
+
+def _shared_config(loader, argv: list[str]) -> DictConfig:
+    """The config every job of the command line shares, with its hydra node (folders, launcher)."""
+    parsed = OverridesParser.create(config_loader=loader).parse_overrides(parse_flags(argv).overrides)
+    return compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
+                   return_hydra_config=True)
 
 
 def check_shared(argv: list[str]) -> str | None:
@@ -159,9 +168,8 @@ def check_shared(argv: list[str]) -> str | None:
                 parse_flags(argv).overrides)
             _checker(loader, remote=True).check_keys(
                 [o.input_line for o in parsed if not o.is_sweep_override() and not is_hydra(o)])
-            # and a bad launcher or sweeper name
-            compose("config", overrides=[o.input_line for o in parsed if not o.is_sweep_override()],
-                    return_hydra_config=True)
+            # and a bad launcher or sweeper name, sweep_id, sweep folder or launcher value
+            check_launch(_shared_config(loader, argv), multirun=True)
     except BadInput as e:
         return str(e)
     except (HydraException, OmegaConfBaseException) as e:

@@ -40,9 +40,10 @@ def _dirs(args) -> list[Path]:
     return [latest]
 
 
-def _load(args):
+def _load(args, distinct: bool = True):
     """(runs, sources, output folder). Every run folder (or W&B run) left out is one line on
-    stderr, `skipped <where>: <why>`; only no run at all stops the command."""
+    stderr, `skipped <where>: <why>`; only no run at all stops the command. `distinct`: each
+    run once (collate.load_runs); plots draw every copy."""
     if getattr(args, "wandb", None):  # synced runs, through the W&B API (needs the network)
         from analysis.collate import from_wandb
 
@@ -52,7 +53,7 @@ def _load(args):
         out = Path(args.out or "outputs/analysis")
     else:
         dirs = _dirs(args)
-        runs, problems = load_runs(*dirs)
+        runs, problems = load_runs(*dirs, distinct=distinct)
         out = Path(args.out) if args.out else dirs[0] / "analysis"
     for line in problems:
         print(f"skipped {line}", file=sys.stderr)
@@ -148,7 +149,7 @@ def plot_name(row) -> str:
 def cmd_plots(args):
     from grok.figures import BadRecord, plot_run
 
-    runs, _, out = _load(args)
+    runs, _, out = _load(args, distinct=False)
     made = 0
     for row in runs.itertuples():
         run, notes = row.run, []

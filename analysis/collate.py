@@ -8,10 +8,17 @@ summary a verdict and best test accuracy. Other tasks (grok/tasks: digits_add, s
 op or p; `frac` only where the task splits a finite set by it (their summary says so).
 Each row keeps its whole config, flattened (`config`), so tables pool only runs whose configs
 differ in the seed alone (analysis.pooling).
+
+A run counts once, wherever it is found: a folder named twice (`grid S S/<job>`) is read once, and
+copies of one run (two copies of a sweep under one folder; `op=x+y` and `op=y+x`, one op in two
+folders) are one run by its identity (grok.record.identity.run_key): the copy with the most
+steps counts, the others are `same run as <folder>`.
 """
 
 import json
 import math
+import re
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +27,7 @@ import yaml
 from grok.config import TASKS
 from grok.ops import OpError, parse_op
 from grok.record.files import CONFIG, SUMMARY, is_number, number
+from grok.record.identity import run_key
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
 
 COLUMNS = ["sweep_id", "task", "task_desc", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
@@ -124,23 +132,39 @@ def _check_frac(row: dict, optional: bool = False) -> str | None:
     return None
 
 
+# W&B's own folders inside a run folder (wandb/run-<time>-<id>/files/config.yaml, latest-run):
+# copies of the run's config, no run of their own.
+WANDB_RUN = re.compile(r"(offline-)?run-.*|latest-run")
+
+
+def not_a_run(path: Path, root: Path) -> bool:
+    """Is this config.yaml or summary.json a copy that Hydra (.hydra/) or W&B (wandb/run-*/)
+    keeps inside a run folder? Only the part below `root` counts: a sweep kept under a folder
+    named `wandb` or `.hydra` is read like any other."""
+    parts = path.relative_to(root).parts[:-1]
+    return ".hydra" in parts or any(a == "wandb" and WANDB_RUN.fullmatch(b) for a, b in zip(parts, parts[1:]))
+
+
 def run_folders(root) -> list[Path]:
     """Every folder under `root` (itself included) that holds a run record or tried to."""
     root = Path(root)
-    found = {p.parent for name in (CONFIG, SUMMARY) for p in root.rglob(name)
-             if ".hydra" not in p.parts and "wandb" not in p.parts}
+    found = {p.parent for name in (CONFIG, SUMMARY) for p in root.rglob(name) if not not_a_run(p, root)}
     return sorted(found)
 
 
-def read_records(*roots) -> tuple[list[dict], list[str]]:
+def read_records(*roots, distinct: bool = True) -> tuple[list[dict], list[str]]:
     """(records, problems): each complete run under `roots` as {"run", "summary", "config"}, and
-    one line per folder left out."""
-    records, problems = [], []
+    one line per folder left out. A folder found twice is read once; `distinct`: also copies
+    of one run (`run_key`) are one record, the one with the most steps (`same run as`)."""
+    records, problems, seen = [], [], set()
     for root in roots:
         if not Path(root).is_dir():
             problems.append(f"{root}: not a folder")
             continue
         for folder in run_folders(root):
+            if folder.resolve() in seen:  # `grid S S/<job>`: the same folder, not a copy
+                continue
+            seen.add(folder.resolve())
             try:
                 summary = json.loads((folder / SUMMARY).read_text())
                 config = yaml.safe_load((folder / CONFIG).read_text())
@@ -156,7 +180,43 @@ def read_records(*roots) -> tuple[list[dict], list[str]]:
                 problems.append(f"{folder}: run not complete ({summary.get('error', summary.get('status'))})")
             else:
                 records.append({"run": str(folder), "summary": summary, "config": config})
-    return records, problems
+    return (once(records, problems) if distinct else records), problems
+
+
+def once(records: list[dict], problems: list[str]) -> list[dict]:
+    """Each run once (`run_key` of its config): of copies, the one with the most steps (the
+    first found where they tie); one `same run as` line in `problems` for each other copy."""
+    best: dict[str, dict] = {}
+    for rec in records:
+        try:
+            key = run_key(_identity(rec))
+        except Exception:  # noqa: BLE001 - a config too odd to key: counted (or refused) on its own
+            key = f"folder:{rec['run']}"
+        kept = best.get(key)
+        if kept is None:
+            best[key] = rec
+        elif _steps(rec) > _steps(kept):
+            problems.append(f"{kept['run']}: same run as {rec['run']} (which has more steps)")
+            best[key] = rec
+        else:
+            problems.append(f"{rec['run']}: same run as {kept['run']}")
+    kept = {id(rec) for rec in best.values()}
+    return [rec for rec in records if id(rec) in kept]
+
+
+def _identity(record: dict) -> dict:
+    """The config a run's identity is read from: its config.yaml, and where that lacks a key that
+    says which run it is (a hand-made or foreign record), the summary's value of it."""
+    config, summary = dict(record["config"]), record["summary"]
+    for key in ("task", "op", "p", "frac", "seed", "model", "optimizer", "mixture"):
+        if key not in config and key in summary:
+            config[key] = summary[key]
+    return config
+
+
+def _steps(record: dict) -> float:
+    steps = number(record["summary"].get("steps"))
+    return steps if is_number(steps) and math.isfinite(steps) else -1
 
 
 def model_name(config: dict) -> str | None:
@@ -171,11 +231,12 @@ def cell_keys(summary: dict, config: dict) -> dict:
             "frac": summary.get("frac", config.get("frac")), "seed": summary.get("seed", config.get("seed"))}
 
 
-def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
+def load_runs(*roots, distinct: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """(runs, problems): one row per complete run under any of `roots`, and one line per folder
-    that was skipped, naming its path and why."""
-    records, problems = read_records(*roots)
-    rows = []
+    that was skipped, naming its path and why. `distinct`: each run once (`once`, among the
+    copies that make a row); else one row per folder (plots draw each copy)."""
+    records, problems = read_records(*roots, distinct=False)
+    good = []
     for rec in records:
         try:
             row = _row(rec["summary"], rec["config"], rec["run"])
@@ -186,7 +247,9 @@ def load_runs(*roots) -> tuple[pd.DataFrame, list[str]]:
         if why:
             problems.append(f"{rec['run']}: {why}")
         else:
-            rows.append(row)
+            good.append((rec, row))
+    kept = {id(rec) for rec in (once([rec for rec, _ in good], problems) if distinct else [])}
+    rows = [row for rec, row in good if not distinct or id(rec) in kept]
     return pd.DataFrame(rows, columns=COLUMNS), problems
 
 
@@ -220,9 +283,27 @@ def from_wandb(path: str, group: str | None = None, api=None, problems: list | N
 
 
 def latest_sweep(outputs="outputs") -> Path | None:
-    """The most recently written sweep folder; else the single-runs folder; else None."""
+    """The sweep launched last (`launched`); else the single-runs folder; else None. Not the
+    folder last written: analysing a sweep writes its analysis/ folder."""
     sweeps = [p for p in Path(outputs, "sweeps").glob("*") if p.is_dir()]
     if sweeps:
-        return max(sweeps, key=lambda p: p.stat().st_mtime)
+        return max(sweeps, key=launched)
     runs = Path(outputs, "runs")
     return runs if runs.is_dir() else None
+
+
+LAUNCH_ID = re.compile(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(-\d{6})?")  # the default sweep_id
+
+
+def launched(sweep: Path) -> tuple[float, str]:
+    """When a sweep was last launched: its multirun.yaml's time (the grok sweeper writes it at
+    each launch), else the time its default id names, else the newest run record's time."""
+    multirun = sweep / "multirun.yaml"
+    if multirun.is_file():
+        return multirun.stat().st_mtime, sweep.name
+    if LAUNCH_ID.fullmatch(sweep.name):
+        fmt = "%Y-%m-%d_%H-%M-%S-%f" if sweep.name.count("-") == 5 else "%Y-%m-%d_%H-%M-%S"
+        return datetime.strptime(sweep.name, fmt).timestamp(), sweep.name
+    times = [p.stat().st_mtime for name in (CONFIG, SUMMARY) for p in sweep.rglob(name)
+             if "analysis" not in p.relative_to(sweep).parts]
+    return max(times, default=0.0), sweep.name

@@ -11,6 +11,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def plain(text) -> str:
+    """Text from data (a sweep's path, an axis value) as matplotlib draws it: a `$` escaped, so
+    that `a$b` or `$x` is drawn as written, never parsed as mathtext (where it fails)."""
+    return str(text).replace("$", r"\$")
+
+
 def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out, dpi=100, title: str | None = None,
             urls: dict | None = None, fmt: str | None = None):
     """Grid table as colour (share of seeds that generalised; else half the best accuracy, so
@@ -30,24 +36,24 @@ def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out, dpi=100, title: str
                 ax.add_patch(rect)
                 text = labels.iat[i, j]
                 dark = not blank and not 0.2 < shade[i, j] < 0.8  # ends of RdYlGn
-                t = ax.text(j, i, "" if pd.isna(text) else text, ha="center", va="center", fontsize=8,
+                t = ax.text(j, i, "" if pd.isna(text) else plain(text), ha="center", va="center", fontsize=8,
                             color="white" if dark else "black")
                 if urls and (i, j) in urls:
                     rect.set_url(urls[(i, j)])
                     t.set_url(urls[(i, j)])
         ax.set_xlim(-0.5, n_cols - 0.5)
         ax.set_ylim(n_rows - 0.5, -0.5)
-        cols = [c[-1] if isinstance(c, tuple) else c for c in values.columns]
-        rows = [r[-1] if isinstance(r, tuple) else r for r in values.index]
+        cols = [plain(c[-1] if isinstance(c, tuple) else c) for c in values.columns]
+        rows = [plain(r[-1] if isinstance(r, tuple) else r) for r in values.index]
         ax.set_xticks(range(n_cols), cols, rotation=45, ha="right")
         ax.set_yticks(range(n_rows), rows)
-        ax.set_xlabel(values.columns.names[-1] or "")
-        ax.set_ylabel(values.index.names[-1] or "")
+        ax.set_xlabel(plain(values.columns.names[-1] or ""))
+        ax.set_ylabel(plain(values.index.names[-1] or ""))
         bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.05)
         bar.set_label("share of seeds that generalised\n(< 0.5: none did; half the best test acc)",
                       fontsize=7)
         if title:
-            ax.set_title(title, fontsize=9)
+            ax.set_title(plain(title), fontsize=9)
         fig.tight_layout()
         fig.savefig(out, format=fmt or ("svg" if str(out).endswith(".svg") else "png"))
     finally:

@@ -367,6 +367,23 @@ def _grok(cfg) -> None:
     check_int(cfg, "grok.window", lo=1)
 
 
+MAX_SWEEP_ID = 128  # a folder name (outputs/sweeps/<id>) and a W&B group, with room to spare
+
+
+def check_sweep_id(value) -> None:
+    """`sweep_id` names one folder under outputs/sweeps/ (and outputs/runs/): never a path out of
+    it (`../../x`, `a/b`), nor empty, nor longer than a folder name may be."""
+    text = str(value)
+    why = ("is empty" if not text.strip() else
+           "names no folder" if text in (".", "..") else
+           "holds a path separator" if any(c in text for c in "/\\\0") else
+           f"is {len(text)} characters, more than {MAX_SWEEP_ID}" if len(text) > MAX_SWEEP_ID else None)
+    if why:
+        shown = text if len(text) <= 60 else f"{text[:57]}..."
+        raise ConfigError(f"sweep_id={shown!r}: {why}; a sweep id names one folder under "
+                          f"outputs/sweeps/ (letters, digits, - _ . and the like)")
+
+
 def _logger(cfg) -> None:
     if _choice(cfg, "logger.name", LOGGERS) == "wandb":
         _choice(cfg, "logger.mode", WANDB_MODES)
@@ -490,5 +507,6 @@ def validate(cfg: DictConfig, task, rule, device_here: bool = True) -> None:
     _measures(cfg, select(cfg, "p"))
     _grok(cfg)
     _logger(cfg)
+    check_sweep_id(select(cfg, "sweep_id"))
     if (hasattr(task, "op") or hasattr(task, "ops")) and select(cfg, "model.arch") == "transformer":
         _memory(cfg, task)  # estimated for modular ops (p x p pairs and grids)

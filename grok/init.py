@@ -124,6 +124,9 @@ def check_init(cfg, task) -> dict | None:
     names = list(shapes)
     plan = {"load": resolve(load, names, "init.load"), "freeze": resolve(freeze, names, "init.freeze"),
             "source": None, "names": names}
+    if plan["freeze"] == names:
+        raise ConfigError(f"init.freeze={list(freeze)}: freezes every parameter of the model, so "
+                          f"nothing is left to train (freeze a part, e.g. init.freeze=[W_E])")
     if source is None:
         return plan
     ck = read_source(source)
@@ -135,6 +138,9 @@ def check_init(cfg, task) -> dict | None:
         if w is None:
             raise ConfigError(f"init.from={source}: the source has no parameter {name} (another "
                               f"architecture: {_describe(ck.get('fingerprint') or {})})")
+        if not isinstance(w, torch.Tensor):
+            raise ConfigError(f"init.from={source}: {name} there is a {type(w).__name__}, not a "
+                              f"tensor (not a checkpoint this project wrote)")
         if tuple(w.shape) != shapes[name]:
             raise ConfigError(
                 f"init.from={source}: {name} is {tuple(w.shape)} there but {shapes[name]} here "

@@ -216,7 +216,7 @@ def test_plots_draw_a_diverged_run_and_skip_unreadable_metrics(two_runs, tmp_pat
     analysis_main(["plots", str(sweep), "--out", str(out)])
     printed, err = capsys.readouterr()
     made = {p.name for p in out.glob("*.png")}
-    runs, _ = load_runs(sweep)
+    runs, _ = load_runs(sweep, distinct=False)  # every copy of a run is drawn
     names = {Path(row.run).name: f"{plot_name(row)}.png" for row in runs.itertuples()}
     for name in ("good", "diverged", "null", "strings", "infinity", "torn"):
         assert names[name] in made, err                      # run_<op>_p<p>_f<frac>_s<seed>-<hash>
@@ -268,8 +268,11 @@ def test_grid_and_exponents_skip_bad_summaries_with_the_reason(two_runs, tmp_pat
     edit_json(copy_run(good, sweep / "bad_frac_range") / "summary.json", frac=1.5)
     edit_json(copy_run(good, sweep / "bad_p_division") / "summary.json", op="x/y", p=21)
     (copy_run(good, sweep / "bare") / "summary.json").write_text('{"status": "complete"}')
-    edit_json(copy_run(good, sweep / "nan_strings") / "summary.json", final_test_acc="NaN",
+    nan_strings = copy_run(good, sweep / "nan_strings")  # another seed: a copy is the same run
+    edit_json(nan_strings / "summary.json", final_test_acc="NaN", seed=1,
               wall_time_s="Infinity")  # non-finite values spelled as strings: still a run
+    (nan_strings / "config.yaml").write_text(
+        (nan_strings / "config.yaml").read_text().replace("\nseed: 0\n", "\nseed: 1\n"))
     for cmd in ("grid", "exponents"):
         analysis_main([cmd, str(sweep), "--out", str(tmp_path / cmd)])
         printed, err = capsys.readouterr()
@@ -282,7 +285,7 @@ def test_grid_and_exponents_skip_bad_summaries_with_the_reason(two_runs, tmp_pat
         assert division.startswith("bad op 'x/y'") and "composite" in division
         assert skipped["bare"].startswith("incomplete summary (no verdict, best_test_acc")
         if cmd == "grid":
-            assert "2 runs, 1 seed(s)" in printed
+            assert "2 runs, 2 seed(s)" in printed
         else:
             table = pd.read_csv(tmp_path / cmd / "exponents.csv")
             assert table[["a", "b", "p", "runs"]].values.tolist() == [[2, 2, 23, 2]]

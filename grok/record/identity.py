@@ -13,16 +13,23 @@ and a key added to the configs after a folder was written (`ADDED_LATER`) counts
 folder's fingerprint has it, so a new key never turns every existing folder away. A folder
 written before `optimizer._target_` compares as the `_target_` its `optimizer.base` (or name)
 meant, without `base`, the key `_target_` replaced.
+
+One run, however it was spelled (`run_key`): `op=x+y`, `op=y+x` and `op=x+1y` make three folders
+(folder names keep the spelling, so existing sweeps still resume) but train one run. A launch
+refuses a sweep with two jobs of one key (hydra_plugins/grok_launchers/_batch.py), and analysis
+counts a run once by its key wherever it finds it (analysis/collate.py).
 """
 
 import copy
 import functools
 import hashlib
+import json
 import re
 
 from omegaconf import DictConfig, OmegaConf
 
 from grok.config import TARGET_BEFORE
+from grok.ops import OpError, parse_op
 
 # Keys that may change between a checkpoint and its resume without changing the run's results.
 RESUMABLE_CHANGES = ("sweep_id", "logger", "train.steps", "train.early_stop_after", "train.threads",
@@ -153,3 +160,38 @@ def init_active(cfg) -> bool:
     i = cfg.get("init") if not OmegaConf.is_config(cfg) else OmegaConf.to_container(
         cfg, resolve=False).get("init")  # unresolved: `???` counts (and is refused by grok.init)
     return isinstance(i, dict) and bool(i.get("from") or i.get("load") or i.get("freeze"))
+
+
+def run_key(config: dict) -> str:
+    """A run's identity as one string, from its resolved config (`fingerprint`, or a run folder's
+    config.yaml): `canonical`, with each op (`op`, a mixture's `ops` in their order) named by
+    what it computes at the run's p (`op_key`), so two spellings of one op are one run."""
+    c = canonical(copy.deepcopy(config))
+    _optimizer_target(c)
+    p = c.get("p")
+    if isinstance(c.get("op"), (str, int)) and not isinstance(c.get("op"), bool):
+        c["op"] = op_key(str(c["op"]), p)
+    if isinstance(c.get("ops"), list):
+        c["ops"] = [op_key(str(o), p) if isinstance(o, (str, int)) else o for o in c["ops"]]
+    return json.dumps(c, sort_keys=True, default=repr)
+
+
+def op_key(text: str, p) -> str:
+    """What an op computes at p: a hash of its label table (`x+y` and `x+24y` are one op mod 23),
+    else its canonical form, else (no op) its text."""
+    try:
+        op = parse_op(text)
+    except OpError:
+        return text
+    return _table_key(op.canonical, p) if isinstance(p, int) and not isinstance(p, bool) else op.canonical
+
+
+@functools.lru_cache(maxsize=256)
+def _table_key(canonical_op: str, p: int) -> str:
+    op = parse_op(canonical_op)
+    try:
+        x, y, z = op.labels(p)
+    except OpError:  # p out of range, composite for division: not a run; its spelling then
+        return canonical_op
+    digest = hashlib.sha1(b"".join(a.tobytes() for a in (x, y, z))).hexdigest()[:16]
+    return f"labels:{digest}"

@@ -37,6 +37,9 @@ def check_ops(cfg) -> tuple[list, list[int]]:
     c = view(cfg)
     texts = select(c, "ops")
     p = check_int(c, "p", lo=2, hi=MAX_P)
+    if select(c, "op") is not None:  # `op: ${task.op}`, null for a mixture unless given
+        raise ConfigError(f"op={select(c, 'op')!r}: task=mixture trains the ops of ops={texts}, "
+                          f"not op (drop op=, or use task=poly for one op)")
     if not isinstance(texts, list) or not texts:
         raise ConfigError(f"ops={texts!r}: must be a non-empty list of ops, e.g. ops=[x+y,x*y]")
     ops, sizes, seen = [], [], {}
@@ -53,9 +56,19 @@ def check_ops(cfg) -> tuple[list, list[int]]:
             raise ConfigError(f"ops[{i}]={text!r}: the same op as ops[{seen[op.canonical]}]="
                               f"{texts[seen[op.canonical]]!r} (each op once)")
         seen[op.canonical] = i
+        table = _table(op, p)
+        for j, other in enumerate(ops):  # one op spelled twice mod p: one task token too many
+            if _table(other, p) == table:
+                raise ConfigError(f"ops[{i}]={text!r}: the same op as ops[{j}]={texts[j]!r} mod "
+                                  f"p={p} (the same label for every pair; each op once)")
         ops.append(op)
         sizes.append(n)
     return ops, sizes
+
+
+def _table(op, p: int) -> bytes:
+    """An op's label table at p, as bytes to compare: two ops with one table are one op mod p."""
+    return b"".join(a.tobytes() for a in op.labels(p))
 
 
 class Mixture(Task):

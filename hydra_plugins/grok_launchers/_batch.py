@@ -14,12 +14,13 @@ re-runs every other module of hydra_plugins), so its exception class and its rec
 checked in this process stay one.
 
 This module holds every call of the launch layer into grok/ for a batch: `grok.checks.check`,
-`grok.config.ConfigError`, `grok.record.identity.job_dirname` / `identity_key`. They are imported
-where they are used: Hydra imports every module of hydra_plugins at start-up, for any command,
-and the checks import torch.
+`grok.config.ConfigError` / `check_sweep_id`, `grok.record.identity.job_dirname` / `identity_key`
+/ `run_key`, `grok.record.lock.FolderError`. They are imported where they are used: Hydra imports
+every module of hydra_plugins at start-up, for any command, and the checks import torch.
 """
 
 import functools
+import os
 import re
 import sys
 from datetime import datetime
@@ -154,7 +155,8 @@ class Checker:
     def check_all(self, jobs: Sequence[Sequence[str]]) -> list:
         """(config, task) of every job, in order; BadInput at the first bad job or shared folder."""
         out = [self.check(job) for job in jobs]
-        error = same_folder([task_overrides(self.parser, j) for j in jobs])
+        overrides = [task_overrides(self.parser, j) for j in jobs]
+        error = same_folder(overrides) or same_run(overrides, [cfg for cfg, _ in out])
         if error:
             raise BadInput(error)
         return out
@@ -180,6 +182,81 @@ def same_folder(jobs: list[list[str]]) -> str | None:
             return f"jobs {seen[name]} and {i} of the sweep would share the run folder '{name}': {what}"
         seen[name] = i
     return None
+
+
+def same_run(jobs: list[list[str]], configs: list[DictConfig]) -> str | None:
+    """Two jobs of a sweep in two folders that train one run (`op=x+y,y+x`: one op, two spellings;
+    grok.record.identity.run_key): an error, not two bit-identical runs pooled as two seeds."""
+    from grok.record.identity import fingerprint, run_key
+
+    seen: dict[str, int] = {}
+    for i, cfg in enumerate(configs):
+        key = run_key(fingerprint(cfg))
+        if key in seen:
+            j = seen[key]
+            a, b = jobs[j], jobs[i]
+            differ = [o for o in a if o not in b], [o for o in b if o not in a]
+            what = " and ".join(" ".join(d) or "(no overrides)" for d in differ)
+            return (f"jobs {j} and {i} of the sweep are the same run ({what} train the same "
+                    f"thing); drop one")
+        seen[key] = i
+    return None
+
+
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of one folder name and of a path (Linux, macOS)
+ROOM = 80  # a file's name inside a run folder (`summary.json.tmp-...`), with room to spare
+
+
+def check_launch(config: DictConfig, multirun: bool) -> None:
+    """What a launch writes to and how it runs, before anything is written: `sweep_id`, the
+    sweep or run folder (hydra.sweep.dir, hydra.run.dir: no folder name or path longer than a
+    file system allows, where `mkdir` would fail with "File name too long" after the check),
+    and the project launchers' own values (`max_pack`, `n_jobs`). BadInput, one line."""
+    from grok.config import ConfigError, check_sweep_id
+    from grok.record.identity import MAX_NAME
+
+    try:
+        check_sweep_id(config.sweep_id)
+        key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        folder = Path(str(OmegaConf.select(config, key)))
+        check_folder(key, folder, inner=MAX_NAME + 1 + ROOM if multirun else ROOM)
+        launcher = OmegaConf.select(config, "hydra.launcher") if multirun else None
+        if launcher is not None:
+            check_launcher(launcher)
+    except ConfigError as e:
+        raise BadInput(str(e)) from None
+    except (HydraException, OmegaConfBaseException) as e:
+        raise BadInput(one_line(e)) from None
+
+
+def check_folder(key: str, folder: Path, inner: int) -> None:
+    """No folder name of `folder` longer than NAME_MAX bytes, and room for `inner` more bytes
+    (a job's folder and its files) within PATH_MAX."""
+    shown = str(folder) if len(str(folder)) <= 80 else f"{str(folder)[:77]}..."
+    for part in folder.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise BadInput(f"{key}={shown}: a folder name of {len(os.fsencode(part))} bytes, more "
+                           f"than the {NAME_MAX} a file system allows")
+    total = len(os.fsencode(str(folder.absolute()))) + 1 + inner
+    if total > PATH_MAX:
+        raise BadInput(f"{key}={shown}: a path of {total - 1 - inner} bytes leaves no room for "
+                       f"its files within the {PATH_MAX} a file system allows")
+
+
+def check_launcher(launcher) -> None:
+    """hydra.launcher.max_pack: null (auto) or a number of runs >= 1; n_jobs (pool): a whole
+    number other than 0 (joblib's: -1 one per core, -2 all cores but one)."""
+    target = str(launcher.get("_target_", ""))
+    if "max_pack" in launcher:
+        n = launcher.max_pack
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+            raise BadInput(f"hydra.launcher.max_pack={n!r}: must be a number of runs >= 1, or null "
+                           f"(on a GPU what half its free memory holds, on a CPU 16)")
+    if target.endswith(".PoolLauncher"):
+        n = launcher.get("n_jobs")
+        if not isinstance(n, int) or isinstance(n, bool) or n == 0:
+            raise BadInput(f"hydra.launcher.n_jobs={n!r}: must be a whole number other than 0 (n: at "
+                           f"most n jobs at once; -1: one per core; -2: all cores but one)")
 
 
 def groups_of(config_loader) -> set[str]:
@@ -211,6 +288,7 @@ def check_batch(hydra_context, config: DictConfig, job_overrides) -> list:
     if all(j in done for j in jobs):
         return [done[j] for j in jobs]
     try:
+        check_launch(config, multirun=True)
         out = launcher_checker(hydra_context, config).check_all(job_overrides)
     except BadInput as e:
         refuse(str(e))
@@ -256,6 +334,17 @@ class ProjectLauncher(Launcher):
 def checked_jobs() -> list[tuple[list[str], DictConfig]]:
     """(overrides, config) of every job this process checked, in order: the sweep's report."""
     return [(list(job), cfg) for done in _checked.values() for job, (cfg, _) in done.items()]
+
+
+def folder_refusal(ret) -> str | None:
+    """The one line of a job whose folder refused it (in use by another launch of the sweep, or
+    another run's; grok.record.lock.FolderError), else None: for that, no traceback."""
+    from hydra.core.utils import JobStatus
+
+    from grok.record.lock import FolderError
+
+    error = getattr(ret, "_return_value", None)
+    return str(error) if ret.status == JobStatus.FAILED and isinstance(error, FolderError) else None
 
 
 def refuse(line: str):

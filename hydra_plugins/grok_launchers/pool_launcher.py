@@ -92,7 +92,7 @@ class PoolLauncher(ProjectLauncher):
     """Each job in a fresh process (`pool_job`), at most `n_jobs` at once, in job order."""
 
     def __init__(self, n_jobs: int = 2, **_: Any) -> None:
-        self.n_jobs = int(n_jobs)
+        self.n_jobs = n_jobs  # checked with the batch (_batch.check_launcher), before any job runs
 
     @checked_launch
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,

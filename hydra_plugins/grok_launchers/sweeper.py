@@ -11,6 +11,7 @@ command line set one, so a job composed in another process (pool, SLURM) has the
 
 import itertools
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -22,7 +23,7 @@ from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.grok_launchers._batch import check_batch, with_sweep_id
+from hydra_plugins.grok_launchers._batch import check_batch, folder_refusal, with_sweep_id
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class GrokSweeper(Sweeper):
         for batch in batches:
             results = self.launcher.launch(batch, initial_job_idx=first)
             for r in results:
+                refused = folder_refusal(r)
+                if refused:  # another launch works there: one line, and the sweep report says so
+                    print(f"error: {refused}", file=sys.stderr)
+                    continue
                 _ = r.return_value  # a failed job raises here, as in Hydra's basic sweeper
             first += len(batch)
             returns.append(results)
