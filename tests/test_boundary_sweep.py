@@ -104,6 +104,35 @@ def test_killed_inside_a_round_the_relaunch_replays_it_from_the_runs_on_disk(thr
     assert searched(result(tmp_path, "b")) == searched(reference)
 
 
+def test_killed_with_sigkill_mid_sweep_the_relaunch_finds_the_same(through, tmp_path):
+    """A real kill: SIGKILL to the launch's process group once some runs are finished (wherever
+    the sweep then is: inside a pack, between rounds, writing its state), then a relaunch."""
+    import signal
+    import subprocess
+    import time
+
+    _, reference = through
+    args = [sys.executable, str(ROOT / "launch.py"), "-m", *SEARCH, *PACKED, *CELLS, "sweep_id=b"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    folder = tmp_path / "outputs" / "sweeps" / "b"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and \
+            len(list(folder.glob("*/summary.json"))) < 7:
+        time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it had finished
+        pass
+    proc.wait()
+    before = finished(tmp_path, "b")
+    assert 0 < len(before) < 8 or proc.returncode == 0  # killed mid-sweep (or it had finished)
+    sweep(tmp_path, "b")
+    after = finished(tmp_path, "b")
+    assert {k: after[k] for k in before} == before  # no finished run trained again
+    assert searched(result(tmp_path, "b")) == searched(reference)
+
+
 def test_a_grid_sweep_seeds_round_0_and_its_runs_are_not_trained_again(through, tmp_path):
     _, reference = through
     grid = launch(["-m", *PACKED, *CELLS, "frac=0.1,0.5", "seed=0", "sweep_id=grid"], tmp_path)
