@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from grok.boundary import cell_labels
+from grok.opkinds import KIND_ORDER, op_kind
 
 REPORT = "boundary.json"
 
@@ -69,8 +70,6 @@ def table(doc: dict) -> tuple[list[str], pd.DataFrame]:
 
 
 def _kind(label: list[str]) -> str:
-    from grok.opkinds import op_kind
-
     ops = [v for k, v in map(_split, label) if k == "op"]
     if not ops:
         return "all"
@@ -92,8 +91,6 @@ def plot(doc: dict, out, fmt: str | None = None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from grok.opkinds import KIND_ORDER
 
     shared, own = cell_labels(doc["cells"])
     ax_info = doc["axis"]

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.boundary import section  # noqa: E402
 from analysis.phases import report_section  # noqa: E402
 from analysis.plots import heatmap  # noqa: E402
 from analysis.pooling import pools  # noqa: E402
@@ -162,8 +163,6 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
             f"generalised (below 0.5: none did, half the best test accuracy). Click a cell for its "
             f"runs. <a href=\"#phases\">Phases</a>: the phase each run ended in.</p>"]
     if boundary is not None:
-        from analysis.boundary import section
-
         body.append(section(boundary))
     for k, (label, part) in enumerate(pools(runs, axes=(rows, cols))):
         labels, shares = grid(part, rows=rows, cols=cols, agg=cell), grid(part, rows=rows, cols=cols,

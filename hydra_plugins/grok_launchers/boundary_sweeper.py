@@ -22,6 +22,10 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from grok import boundary  # pure Python: no torch at Hydra's start-up
+from grok.record.files import CONFIG, dumps, write_text
+from grok.record.identity import changes, fingerprint, job_dirname
+from grok.record.local import read_summary
 from hydra_plugins.grok_launchers._batch import (
     BadInput,
     Checker,
@@ -68,8 +72,6 @@ class Search:
     the job of each run. Built and checked before anything is written (BadInput: one line)."""
 
     def __init__(self, sweeper: DictConfig | dict, config_loader, arguments: list[str]):
-        from grok import boundary
-
         s = dict(sweeper)
         for key in ("coarse", "points_per_round", "max_rounds", "max_runs", "k"):
             if s.get(key) is not None and (isinstance(s[key], bool) or not isinstance(s[key], int)):
@@ -111,13 +113,9 @@ class Search:
         return [*run.cell, f"{self.axis.name}={run.value}", f"seed={run.seed}"]
 
     def round_zero(self) -> list[list[str]]:
-        from grok import boundary
-
         return [self.job(r) for r in boundary.next_round(dict(self.fresh, rounds=[]))]
 
     def worst_case(self) -> int:
-        from grok import boundary
-
         return boundary.worst_case(self.fresh)
 
 
@@ -141,9 +139,6 @@ def reused_runs(grid_dir: Path, search: Search, checker: Checker) -> tuple[dict,
     """Outcomes of a grid sweep's finished runs that are runs of this search, by identity (their
     folder's config, compared as a relaunch compares it) and with the same budget:
     ({(cell, value, seed): outcome}, {the same keys: folder})."""
-    from grok.record.files import CONFIG
-    from grok.record.identity import changes, fingerprint
-    from grok.record.local import read_summary
 
     axis, found = search.axis, {}
     for d in sorted(p for p in grid_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -201,8 +196,6 @@ class BoundarySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        from grok import boundary
-
         settings = OmegaConf.select(self.config, "hydra.sweeper")
         try:
             search = Search(settings, self.hydra_context.config_loader, arguments)
@@ -251,8 +244,6 @@ class BoundarySweeper(Sweeper):
     def _state(self, sweep_dir: Path, search: Search) -> dict:
         """The search state: the sweep folder's (a relaunch; the caps are this command's), else a
         fresh one, seeded by `reuse`'s finished runs."""
-        from grok import boundary
-        from grok.record.identity import job_dirname
 
         path = sweep_dir / STATE
         if path.exists():
@@ -302,9 +293,6 @@ def _interval_text(row: dict) -> str:
 
 def write_report(sweep_dir: Path, state: dict, search: Search, sweep_id: str) -> None:
     """boundary.json: what `python -m analysis boundary` reads (plain JSON data)."""
-    from grok import boundary
-    from grok.record.files import dumps, write_text
-    from grok.record.identity import job_dirname
 
     runs = []
     for n, rnd in enumerate(state["rounds"]):
