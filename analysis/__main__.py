@@ -1,4 +1,4 @@
-"""`python -m analysis grid|exponents|plots|report|labels ...`: sweeps to tables, plots and a page.
+"""`python -m analysis grid|exponents|plots|report|runs|labels ...`: sweeps to tables, plots and a page.
 
     python -m analysis grid                      # the most recent sweep under outputs/
     python -m analysis grid outputs/sweeps/A outputs/sweeps/B --rows op
@@ -12,6 +12,7 @@
     python -m analysis boundary outputs/sweeps/X       # where grokking starts (hydra/sweeper=boundary)
     python -m analysis grid --wandb me/grok --group 2026-11-21_14-03-51-627762
     python -m analysis phases outputs/sweeps/X --x frac --y optimizer.weight_decay   # phase diagram
+    python -m analysis runs outputs/sweeps/X --csv runs.csv   # a row per run (or --parquet F)
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
 is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What analysis skips).
@@ -95,7 +96,7 @@ def grids(runs, rows: str, cols: str, agg):
 def cmd_grid(args):
     from analysis.plots import heatmap
     from analysis.pooling import PoolError
-    from analysis.tables import LEGEND, cell, grok_step_cell, to_markdown
+    from analysis.tables import LEGEND, cell, cell_numbers, grok_step_cell, to_markdown
 
     runs, dirs, out = _load(args)
     agg = grok_step_cell if args.cell == "grok-step" else cell
@@ -113,7 +114,7 @@ def cmd_grid(args):
         print(f"\n{where}{': ' + label if label else ''}: {len(part)} runs, "
               f"{part.seed.nunique()} seed(s)\n")
         print(to_markdown(table))
-        table.to_csv(file_in(out, f"{name}.csv"))
+        cell_numbers(part, rows, cols).to_csv(file_in(out, f"{name}.csv"), index=False)  # numbers
         table.to_html(file_in(out, f"{name}.html"))
         file_in(out, f"{name}.md").write_text(to_markdown(table) + "\n")
         heatmap(share, table, file_in(out, f"{name}.png"), title=f"{where}{' | ' + label if label else ''}")
@@ -228,6 +229,45 @@ def cmd_phases(args):
         file_in(out, f"{name}.md").write_text(to_markdown(text) + "\n")
         figure(text, colour, file_in(out, f"{name}.png"), title=f"{where}{' | ' + label if label else ''}")
     print(f"\n{LEGEND}\nwritten to {out}/")
+
+
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_runs(args):
+    """A row per run, numbers as numbers (analysis.tidy): a preview, or every column to a file."""
+    from analysis.tidy import load_sweep, preview
+
+    if args.parquet:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            fail("parquet needs pyarrow: pip install grok[parquet]")
+    dirs = _dirs(args)
+    runs = load_sweep(*dirs)
+    for line in runs.attrs["skipped"]:
+        print(f"skipped {line}", file=sys.stderr)
+    if runs.empty:
+        fail(f"no complete runs in {', '.join(map(str, dirs))}")
+    where = args.csv or args.parquet
+    if where is None:
+        print(preview(runs))
+        print("\nevery column: --csv FILE or --parquet FILE; in Python: analysis.load_sweep(folder)")
+        return
+    try:
+        if args.csv == "-":
+            runs.to_csv(sys.stdout, index=False)
+        elif args.csv:
+            runs.to_csv(args.csv, index=False)
+        else:
+            runs.to_parquet(args.parquet, index=False)
+    except OSError as e:
+        fail(f"cannot write {where}: {e.strerror or e}")
+    if where != "-":
+        print(f"{len(runs)} run(s), {runs.shape[1]} column(s) written to {where}")
 
 
 def cmd_labels(args):
@@ -360,6 +400,10 @@ def main(argv=None):
     for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer),
                      ("boundary", cmd_boundary)):
         p = folders_parser(sub, name, fn)
+    p = folders_parser(sub, "runs", cmd_runs)
+    to = p.add_mutually_exclusive_group()
+    to.add_argument("--csv", metavar="FILE", help="every column of every run as CSV (- for stdout)")
+    to.add_argument("--parquet", metavar="FILE", help="the same as Parquet (needs pyarrow: grok[parquet])")
     p = folders_parser(sub, "phases", cmd_phases)
     p.add_argument("--x", default="frac", metavar="KEY",
                    help="config key or group on the columns (default: frac)")
