@@ -35,6 +35,7 @@ from grok.record.status import SweepReport, sweep_status  # noqa: E402
 from hydra_plugins.grok_launchers._batch import (  # noqa: E402
     BadInput,
     Checker,
+    cannot_submit,
     check_launch,
     checked_jobs,
     groups_of,
@@ -141,7 +142,11 @@ def check(argv: list[str], keep: list | None = None,
         jobs, multirun, remote = plan(argv, notes)
         with _hydra() as loader:
             checked = _checker(loader, remote).check_all(jobs)
-            check_launch(_shared_config(loader, argv), multirun)
+            shared = _shared_config(loader, argv)
+            check_launch(shared, multirun, submits=False)  # a dry run (or one run): nothing submitted
+            why = cannot_submit(shared) if multirun else None
+            if why and notes is not None:
+                notes.append(f"note: {why}; a dry run checks the jobs only")
     except BadInput as e:
         return str(e), 0
     except (HydraException, OmegaConfBaseException) as e:
