@@ -273,7 +273,8 @@ def cannot_submit(config: DictConfig) -> str | None:
     if not missing:
         return None
     choice = OmegaConf.select(config, "hydra.runtime.choices", default={}).get("hydra/launcher")
-    name = f"hydra/launcher={choice}" if choice else f"hydra.launcher._target_={config.hydra.launcher._target_}"
+    target = config.hydra.launcher._target_
+    name = f"hydra/launcher={choice}" if choice else f"hydra.launcher._target_={target}"
     return (f"{name}: no {' or '.join(missing)} on PATH, so no SLURM to submit to from this machine "
             f"(run it on the cluster's login node, or hydra/launcher=pool to run here)")
 
