@@ -130,8 +130,22 @@ def cmd_exponents(args):
     table = exponent_table(runs)
     if table.empty:
         sys.exit("error: no x^a+y^b runs in these sweeps")
-    print(table.to_markdown(index=False, floatfmt=".3g"))
+    print(exponent_markdown(table))
     table.to_csv(file_in(out, "exponents.csv"), index=False)
+
+
+def exponent_markdown(table) -> str:
+    """The exponent table for reading: a step as a whole number (2650, not 2.65e+03), a
+    missing one as '-', other numbers to 3 significant digits."""
+    import pandas as pd
+    from tabulate import tabulate
+
+    shown = table.astype(object).where(table.notna(), None)
+    if "grok_step" in shown:
+        shown["grok_step"] = pd.Series([None if v is None else round(v) for v in shown.grok_step],
+                                       index=shown.index, dtype=object)
+    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".3g",
+                    missingval="-")
 
 
 def plot_name(row) -> str:
@@ -300,8 +314,8 @@ def _write_tables(tables, name, legend, dirs, out) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for key, table in tables:
         md = tabulate(table, headers="keys", tablefmt="github")
-        print(f"\n{', '.join(map(str, dirs))}: {key}\n\n{md}")
         stem = f"{name}_" + "_".join(slug(f"{k}{v}") for k, v in key.items())  # values: a record's
+        print(f"\n{', '.join(map(str, dirs))}: {' '.join(f'{k}={v}' for k, v in key.items())}\n\n{md}")
         table.to_csv(file_in(out, f"{stem}.csv"))
         file_in(out, f"{stem}.md").write_text(md + "\n")
     print(f"\n{legend}\nwritten to {out}/")

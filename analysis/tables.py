@@ -135,11 +135,6 @@ def cell_numbers(runs: pd.DataFrame, rows: str = "frac", cols: str = "op") -> pd
     return table.sort_values([rows, cols], key=lambda s: s.map(_sort_key), ignore_index=True)
 
 
-def _group_starts(kinds) -> list[str]:
-    """Each kind named once, at the first op of its group, as seed 002's grouped header."""
-    return [k if i == 0 or kinds[i - 1] != k else "" for i, k in enumerate(kinds)]
-
-
 def to_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no complete runs)"
@@ -147,13 +142,14 @@ def to_markdown(table: pd.DataFrame) -> str:
     if isinstance(table.columns, pd.MultiIndex):   # fracs as rows, (kind, op) as columns
         kinds, ops = zip(*table.columns)
         headers = [table.index.name or "", *ops]
-        body = [["", *_group_starts(list(kinds))]]
+        # Markdown has no header cell spanning columns: every op's kind under it, so a kind
+        # never reads as the label of its group's first op alone.
+        body = [["kind", *kinds]]
         body += [[idx, *vals] for idx, vals in zip(table.index, table.values.tolist())]
     elif isinstance(table.index, pd.MultiIndex):   # (kind, op) as rows, fracs as columns
         kinds, ops = zip(*table.index)
         headers = ["kind", "op", *table.columns]
-        body = [[k, op, *vals] for k, op, vals in
-                zip(_group_starts(list(kinds)), ops, table.values.tolist())]
+        body = [[k, op, *vals] for k, op, vals in zip(kinds, ops, table.values.tolist())]
     else:                                          # any other two keys
         headers = [f"{table.index.name} \\ {table.columns.name}", *map(str, table.columns)]
         body = [[idx, *vals] for idx, vals in zip(table.index, table.values.tolist())]
