@@ -414,7 +414,10 @@ def main(argv=None):
     for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer),
                      ("boundary", cmd_boundary)):
         p = folders_parser(sub, name, fn)
-    p = folders_parser(sub, "runs", cmd_runs)
+    p = sub.add_parser("runs")  # writes only the file it is given: no --out
+    p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
+    p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
+    p.set_defaults(fn=cmd_runs)
     to = p.add_mutually_exclusive_group()
     to.add_argument("--csv", metavar="FILE", help="every column of every run as CSV (- for stdout)")
     to.add_argument("--parquet", metavar="FILE", help="the same as Parquet (needs pyarrow: grok[parquet])")
