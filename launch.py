@@ -35,6 +35,7 @@ from grok.record.status import SweepReport, sweep_status  # noqa: E402
 from hydra_plugins.grok_launchers._batch import (  # noqa: E402
     BadInput,
     Checker,
+    cannot_submit,
     check_launch,
     checked_jobs,
     groups_of,
@@ -141,7 +142,11 @@ def check(argv: list[str], keep: list | None = None,
         jobs, multirun, remote = plan(argv, notes)
         with _hydra() as loader:
             checked = _checker(loader, remote).check_all(jobs)
-            check_launch(_shared_config(loader, argv), multirun)
+            shared = _shared_config(loader, argv)
+            check_launch(shared, multirun, submits=False)  # a dry run (or one run): nothing submitted
+            why = cannot_submit(shared) if multirun else None
+            if why and notes is not None:
+                notes.append(f"note: {why}; a dry run checks the jobs only")
     except BadInput as e:
         return str(e), 0
     except (HydraException, OmegaConfBaseException) as e:
@@ -201,9 +206,16 @@ def main(cfg: DictConfig) -> dict:
         # early) now has nothing to save, and dying of it would mark a finished job FAILED.
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     if single:  # where to look next
-        print(f"run folder: {run_dir} ({summary.get('verdict')}, best test acc "
-              f"{summary.get('best_test_acc')})")
+        print(f"run folder: {run_dir} ({outcome(summary)})")
     return objective(cfg, summary)  # the summary, or the float a search sweeper optimizes
+
+
+def outcome(summary: dict) -> str:
+    """A finished run in a few words: its verdict, its grok step where it has one, its best test
+    accuracy to 3 places ("grokked at step 2650, best test acc 0.997")."""
+    step, acc = summary.get("grok_step"), summary.get("best_test_acc")
+    words = f"{summary.get('verdict')}" + ("" if step is None else f" at step {step}")
+    return words + ("" if acc is None else f", best test acc {acc:.3f}")
 
 
 def report(sweep_dir: str, jobs: list | None = None) -> bool:

@@ -1,4 +1,4 @@
-"""`python -m analysis grid|exponents|plots|report|labels ...`: sweeps to tables, plots and a page.
+"""`python -m analysis grid|exponents|plots|report|runs|labels ...`: sweeps to tables, plots and a page.
 
     python -m analysis grid                      # the most recent sweep under outputs/
     python -m analysis grid outputs/sweeps/A outputs/sweeps/B --rows op
@@ -12,6 +12,7 @@
     python -m analysis boundary outputs/sweeps/X       # where grokking starts (hydra/sweeper=boundary)
     python -m analysis grid --wandb me/grok --group 2026-11-21_14-03-51-627762
     python -m analysis phases outputs/sweeps/X --x frac --y optimizer.weight_decay   # phase diagram
+    python -m analysis runs outputs/sweeps/X --csv runs.csv   # a row per run (or --parquet F)
 
 A run folder that cannot be counted or drawn (unfinished, failed, torn, incomplete, bad values)
 is one `skipped <folder>: <why>` line on stderr; the rest is made (README: What analysis skips).
@@ -95,7 +96,7 @@ def grids(runs, rows: str, cols: str, agg):
 def cmd_grid(args):
     from analysis.plots import heatmap
     from analysis.pooling import PoolError
-    from analysis.tables import LEGEND, cell, grok_step_cell, to_markdown
+    from analysis.tables import LEGEND, cell, cell_numbers, grok_step_cell, to_markdown
 
     runs, dirs, out = _load(args)
     agg = grok_step_cell if args.cell == "grok-step" else cell
@@ -113,7 +114,7 @@ def cmd_grid(args):
         print(f"\n{where}{': ' + label if label else ''}: {len(part)} runs, "
               f"{part.seed.nunique()} seed(s)\n")
         print(to_markdown(table))
-        table.to_csv(file_in(out, f"{name}.csv"))
+        cell_numbers(part, rows, cols).to_csv(file_in(out, f"{name}.csv"), index=False)  # numbers
         table.to_html(file_in(out, f"{name}.html"))
         file_in(out, f"{name}.md").write_text(to_markdown(table) + "\n")
         heatmap(share, table, file_in(out, f"{name}.png"), title=f"{where}{' | ' + label if label else ''}")
@@ -129,8 +130,22 @@ def cmd_exponents(args):
     table = exponent_table(runs)
     if table.empty:
         sys.exit("error: no x^a+y^b runs in these sweeps")
-    print(table.to_markdown(index=False, floatfmt=".3g"))
+    print(exponent_markdown(table))
     table.to_csv(file_in(out, "exponents.csv"), index=False)
+
+
+def exponent_markdown(table) -> str:
+    """The exponent table for reading: a step as a whole number (2650, not 2.65e+03), a
+    missing one as '-', other numbers to 3 significant digits."""
+    import pandas as pd
+    from tabulate import tabulate
+
+    shown = table.astype(object).where(table.notna(), None)
+    if "grok_step" in shown:
+        shown["grok_step"] = pd.Series([None if v is None else round(v) for v in shown.grok_step],
+                                       index=shown.index, dtype=object)
+    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".3g",
+                    missingval="-")
 
 
 def plot_name(row) -> str:
@@ -230,6 +245,45 @@ def cmd_phases(args):
     print(f"\n{LEGEND}\nwritten to {out}/")
 
 
+def fail(message: str) -> None:
+    """Bad input: one line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_runs(args):
+    """A row per run, numbers as numbers (analysis.tidy): a preview, or every column to a file."""
+    from analysis.tidy import load_sweep, preview
+
+    if args.parquet:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            fail("parquet needs pyarrow: pip install grok[parquet]")
+    dirs = _dirs(args)
+    runs = load_sweep(*dirs)
+    for line in runs.attrs["skipped"]:
+        print(f"skipped {line}", file=sys.stderr)
+    if runs.empty:
+        fail(f"no complete runs in {', '.join(map(str, dirs))}")
+    where = args.csv or args.parquet
+    if where is None:
+        print(preview(runs))
+        print("\nevery column: --csv FILE or --parquet FILE; in Python: analysis.load_sweep(folder)")
+        return
+    try:
+        if args.csv == "-":
+            runs.to_csv(sys.stdout, index=False)
+        elif args.csv:
+            runs.to_csv(args.csv, index=False)
+        else:
+            runs.to_parquet(args.parquet, index=False)
+    except OSError as e:
+        fail(f"cannot write {where}: {e.strerror or e}")
+    if where != "-":
+        print(f"{len(runs)} run(s), {runs.shape[1]} column(s) written to {where}")
+
+
 def cmd_labels(args):
     from analysis.opstats import label_stats, label_uniformity
     from grok.ops import OpError, parse_op
@@ -260,8 +314,8 @@ def _write_tables(tables, name, legend, dirs, out) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for key, table in tables:
         md = tabulate(table, headers="keys", tablefmt="github")
-        print(f"\n{', '.join(map(str, dirs))}: {key}\n\n{md}")
         stem = f"{name}_" + "_".join(slug(f"{k}{v}") for k, v in key.items())  # values: a record's
+        print(f"\n{', '.join(map(str, dirs))}: {' '.join(f'{k}={v}' for k, v in key.items())}\n\n{md}")
         table.to_csv(file_in(out, f"{stem}.csv"))
         file_in(out, f"{stem}.md").write_text(md + "\n")
     print(f"\n{legend}\nwritten to {out}/")
@@ -360,6 +414,13 @@ def main(argv=None):
     for name, fn in (("mixtures", cmd_mixtures), ("transfer", cmd_transfer),
                      ("boundary", cmd_boundary)):
         p = folders_parser(sub, name, fn)
+    p = sub.add_parser("runs")  # writes only the file it is given: no --out
+    p.add_argument("dirs", nargs="*", help="sweep or run folders (default: the latest sweep)")
+    p.add_argument("--outputs", default="outputs", help="where to look for the latest sweep")
+    p.set_defaults(fn=cmd_runs)
+    to = p.add_mutually_exclusive_group()
+    to.add_argument("--csv", metavar="FILE", help="every column of every run as CSV (- for stdout)")
+    to.add_argument("--parquet", metavar="FILE", help="the same as Parquet (needs pyarrow: grok[parquet])")
     p = folders_parser(sub, "phases", cmd_phases)
     p.add_argument("--x", default="frac", metavar="KEY",
                    help="config key or group on the columns (default: frac)")

@@ -235,6 +235,13 @@ def load_runs(*roots, distinct: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """(runs, problems): one row per complete run under any of `roots`, and one line per folder
     that was skipped, naming its path and why. `distinct`: each run once (`once`, among the
     copies that make a row); else one row per folder (plots draw each copy)."""
+    rows, problems = run_rows(*roots, distinct=distinct)
+    return pd.DataFrame(rows, columns=COLUMNS), problems
+
+
+def run_rows(*roots, distinct: bool = True) -> tuple[list[dict], list[str]]:
+    """load_runs' rows as dicts, each value as its record has it (an int stays an int where a
+    DataFrame column with a gap would make it a float)."""
     records, problems = read_records(*roots, distinct=False)
     good = []
     for rec in records:
@@ -249,8 +256,7 @@ def load_runs(*roots, distinct: bool = True) -> tuple[pd.DataFrame, list[str]]:
         else:
             good.append((rec, row))
     kept = {id(rec) for rec in (once([rec for rec, _ in good], problems) if distinct else [])}
-    rows = [row for rec, row in good if not distinct or id(rec) in kept]
-    return pd.DataFrame(rows, columns=COLUMNS), problems
+    return [row for rec, row in good if not distinct or id(rec) in kept], problems
 
 
 def from_wandb(path: str, group: str | None = None, api=None, problems: list | None = None) -> pd.DataFrame:

@@ -109,9 +109,30 @@ def grid(runs: pd.DataFrame, rows: str = "frac", agg=cell, cols: str = "op") -> 
     return table
 
 
-def _group_starts(kinds) -> list[str]:
-    """Each kind named once, at the first op of its group, as seed 002's grouped header."""
-    return [k if i == 0 or kinds[i - 1] != k else "" for i, k in enumerate(kinds)]
+def cell_numbers(runs: pd.DataFrame, rows: str = "frac", cols: str = "op") -> pd.DataFrame:
+    """The grid as numbers, a row per cell (the CSV; `grid` is for reading): the two axis values
+    (an op as its pretty form, with its `kind`), the seeds, how many grokked or generalised
+    without delay, that share, the median grok step of those, the best test accuracy."""
+    if rows == cols == "op":
+        cols = "frac"
+    if rows == cols:
+        raise PoolError(f"rows and columns are both {rows!r}; choose two different keys")
+    axes = {rows: axis_values(runs, rows), cols: axis_values(runs, cols)}
+    out = []
+    for (r, c), g in runs.groupby([axes[rows], axes[cols]], dropna=False, sort=False):
+        ok = g.verdict.isin([GROKKED, NO_DELAY])
+        steps = g.grok_step[ok].dropna() if "grok_step" in g else pd.Series(dtype=float)
+        row = {rows: r, cols: c}
+        for axis in (rows, cols):
+            if axis == "op":
+                op = g.op.iloc[0]
+                row["kind"] = op_kind(parse_op(op)) if isinstance(op, str) else OTHER_KIND
+        out.append({**row, "n_seeds": len(g), "n_grokked": int((g.verdict == GROKKED).sum()),
+                    "n_no_delay": int((g.verdict == NO_DELAY).sum()), "share_generalised": ok.mean(),
+                    "median_grok_step": steps.median() if len(steps) else math.nan,
+                    "best_test_acc": g.best_test_acc.max(), "mean_best_test_acc": g.best_test_acc.mean()})
+    table = pd.DataFrame(out)
+    return table.sort_values([rows, cols], key=lambda s: s.map(_sort_key), ignore_index=True)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -121,13 +142,14 @@ def to_markdown(table: pd.DataFrame) -> str:
     if isinstance(table.columns, pd.MultiIndex):   # fracs as rows, (kind, op) as columns
         kinds, ops = zip(*table.columns)
         headers = [table.index.name or "", *ops]
-        body = [["", *_group_starts(list(kinds))]]
+        # Markdown has no header cell spanning columns: every op's kind under it, so a kind
+        # never reads as the label of its group's first op alone.
+        body = [["kind", *kinds]]
         body += [[idx, *vals] for idx, vals in zip(table.index, table.values.tolist())]
     elif isinstance(table.index, pd.MultiIndex):   # (kind, op) as rows, fracs as columns
         kinds, ops = zip(*table.index)
         headers = ["kind", "op", *table.columns]
-        body = [[k, op, *vals] for k, op, vals in
-                zip(_group_starts(list(kinds)), ops, table.values.tolist())]
+        body = [[k, op, *vals] for k, op, vals in zip(kinds, ops, table.values.tolist())]
     else:                                          # any other two keys
         headers = [f"{table.index.name} \\ {table.columns.name}", *map(str, table.columns)]
         body = [[idx, *vals] for idx, vals in zip(table.index, table.values.tolist())]

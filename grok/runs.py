@@ -294,8 +294,9 @@ class Run:
         self.save(model, opt_state, padded, done=True, summary=summary)
         self.record.write_summary(summary)
         self.wandb.finish(summary)
-        log.info("%s: %s, memorised at %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
-                 self.dir, summary["verdict"], summary["memorisation_step"], summary["grok_step"],
+        log.info("%s: %s, memorised at step %s, grok step %s, best test acc %.3f (%.1f s, %.0f steps/s)",
+                 self.dir, summary["verdict"], *("-" if summary[k] is None else summary[k]
+                                                  for k in ("memorisation_step", "grok_step")),
                  summary["best_test_acc"], summary["wall_time_s"], summary["steps_per_s"], extra=self._log)
         self.finished = summary
         return summary

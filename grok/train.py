@@ -307,7 +307,7 @@ def train_runs(runs: list[Run], device, dtype) -> None:
         r.begin()
         pack.snapshot(i)  # step 0 (or the checkpoint's step), if snapshots are kept there
     R, cfg = len(runs), runs[0].cfg
-    log.info("pack of %d run(s): %s, %s model (%d params each), %s, %s on %s", R,
+    log.info("pack of %d run%s: %s, %s model (%d params each), %s, %s on %s", R, "" if R == 1 else "s",
              "; ".join(sorted({r.task.describe() for r in runs})), cfg.model.name,
              sum(w[0].numel() for w in pack.model.parameters()), cfg.optimizer.name, cfg.train.dtype,
              device)

@@ -42,7 +42,7 @@ def test_packed_sweep_leaves_the_records_of_single_runs(sweeps):
     jobs = sorted(p for p in packed.iterdir() if (p / "config.yaml").exists())
     assert len(jobs) == 12
     assert "12 of 12 jobs complete" in log.stderr
-    assert "12 job(s) in 3 pack(s)" in log.stdout + log.stderr  # packs of at most 5
+    assert "12 jobs in 3 packs" in log.stdout + log.stderr  # packs of at most 5
     for job in jobs:
         twin = basic / job.name
         assert files(job) == files(twin) >= {"config.yaml", "metrics.jsonl", "summary.json",

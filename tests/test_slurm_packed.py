@@ -86,7 +86,7 @@ def test_packed_sweep_on_slurm_runs_one_job_per_pack_and_matches_local_packs(tmp
     assert rc == 0, err[-3000:]
     assert "4 job(s) in 2 SLURM pack job(s)" in out + err
     assert "4 of 4 jobs complete" in err
-    assert "4 job(s) in 2 pack(s)" in finish_reference(reference)
+    assert "4 jobs in 2 packs" in finish_reference(reference)
 
     runs = run_dirs(sweep)
     assert {p.name for p in runs} == {job_dirname(["task=poly", f"op={op}", "frac=0.5", f"seed={s}", *TINY])
@@ -100,7 +100,7 @@ def test_packed_sweep_on_slurm_runs_one_job_per_pack_and_matches_local_packs(tmp
         assert [m["step"] for m in read_metrics(run)] == list(range(0, 61, 10))
         # the run's own lines in its own launch.log, none of the other runs'
         log = (run / "launch.log").read_text()
-        assert "pack of 2 run(s)" in log and f"{run}: " in log
+        assert "pack of 2 runs" in log and f"{run}: " in log
         assert not any(f"{other}: " in log for other in runs if other != run)
         seen.add((summary["op"], summary["seed"]))
         assert_same_run(tmp_path / "reference" / "sweep" / run.name, run)
@@ -132,7 +132,7 @@ def test_preempted_pack_job_is_requeued_and_every_run_ends_bit_identical(tmp_pat
     assert rc == 0, err[-3000:]
     assert "2 job(s) in 1 SLURM pack job(s)" in out + err
     assert "2 of 2 jobs complete" in err
-    assert "2 job(s) in 1 pack(s)" in finish_reference(reference)
+    assert "2 jobs in 1 pack" in finish_reference(reference)
 
     runs = run_dirs(sweep)
     assert len(runs) == 2

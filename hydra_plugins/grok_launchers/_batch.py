@@ -22,6 +22,7 @@ every module of hydra_plugins at start-up, for any command, and the checks impor
 import functools
 import os
 import re
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -207,11 +208,12 @@ NAME_MAX, PATH_MAX = 255, 4096  # bytes of one folder name and of a path (Linux,
 ROOM = 80  # a file's name inside a run folder (`summary.json.tmp-...`), with room to spare
 
 
-def check_launch(config: DictConfig, multirun: bool) -> None:
+def check_launch(config: DictConfig, multirun: bool, submits: bool = True) -> None:
     """What a launch writes to and how it runs, before anything is written: `sweep_id`, the
     sweep or run folder (hydra.sweep.dir, hydra.run.dir: no folder name or path longer than a
     file system allows, where `mkdir` would fail with "File name too long" after the check),
-    and the project launchers' own values (`max_pack`, `n_jobs`). BadInput, one line."""
+    the project launchers' own values (`max_pack`, `n_jobs`), and, where the jobs are to be
+    `submits`ed (not a dry run), SLURM's commands for a SLURM launcher. BadInput, one line."""
     from grok.config import ConfigError, check_sweep_id
     from grok.record.identity import MAX_NAME
 
@@ -223,6 +225,9 @@ def check_launch(config: DictConfig, multirun: bool) -> None:
         launcher = OmegaConf.select(config, "hydra.launcher") if multirun else None
         if launcher is not None:
             check_launcher(launcher)
+            why = cannot_submit(config) if submits else None
+            if why:
+                raise BadInput(why)
     except ConfigError as e:
         raise BadInput(str(e)) from None
     except (HydraException, OmegaConfBaseException) as e:
@@ -257,6 +262,21 @@ def check_launcher(launcher) -> None:
         if not isinstance(n, int) or isinstance(n, bool) or n == 0:
             raise BadInput(f"hydra.launcher.n_jobs={n!r}: must be a whole number other than 0 (n: at "
                            f"most n jobs at once; -1: one per core; -2: all cores but one)")
+
+
+def cannot_submit(config: DictConfig) -> str | None:
+    """Why this machine cannot submit the launch's jobs to SLURM (no `sbatch` or `srun` on PATH,
+    where submitit would fail after the check with a long traceback), or None."""
+    if not is_remote(config):
+        return None
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if not missing:
+        return None
+    choice = OmegaConf.select(config, "hydra.runtime.choices", default={}).get("hydra/launcher")
+    target = config.hydra.launcher._target_
+    name = f"hydra/launcher={choice}" if choice else f"hydra.launcher._target_={target}"
+    return (f"{name}: no {' or '.join(missing)} on PATH, so no SLURM to submit to from this machine "
+            f"(run it on the cluster's login node, or hydra/launcher=pool to run here)")
 
 
 def groups_of(config_loader) -> set[str]:

@@ -72,6 +72,20 @@ def plan_packs(checked, max_pack: int | None) -> list[list[int]]:
     return packs
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def pack_limit(max_pack: int | None, checked, packs) -> str:
+    """What a pack may hold, in words: max_pack, or what null resolved to for these packs
+    (`default_max_pack` of each pack's largest run, its last)."""
+    if max_pack:
+        return plural(max_pack, "run")
+    sizes = sorted({default_max_pack(*checked[pack[-1]]) for pack in packs})
+    where = "on a CPU" if all(s == CPU_MAX_PACK for s in sizes) and sizes else "half the GPU's free memory"
+    return f"{'/'.join(map(str, sizes))} runs (max_pack=null: {where})"
+
+
 class _RunLogs(logging.Handler):
     """Sends each log record of a pack to its run's `launch.log` (records that name a run, via
     `extra={"run": dir}`) or to the logs of every run that holds its folder (records about the
@@ -173,8 +187,8 @@ class PackedLauncher(ProjectLauncher):
         jobs = [(list(o), initial_job_idx + i) for i, o in enumerate(job_overrides)]
         packs = plan_packs(checked, self.max_pack)
         prepared = prepare_jobs(self.hydra_context, self.config, jobs)
-        log.info("%d job(s) in %d pack(s) of at most %s", len(jobs), len(packs),
-                 self.max_pack or "auto")
+        log.info("%s in %s of at most %s", plural(len(jobs), "job"), plural(len(packs), "pack"),
+                 pack_limit(self.max_pack, checked, packs))
         for k, pack in enumerate(packs):
             log.info("pack %d: %s", k, "; ".join(Path(prepared[i][1].return_value).name for i in pack))
             train_pack_jobs([prepared[i] for i in pack], [checked[i][1] for i in pack])
