@@ -88,8 +88,9 @@ def batch_at(task, cfg, step: int) -> tuple[torch.Tensor, torch.Tensor]:
 @dataclass
 class PackBatch:
     """Examples of R runs padded to one length: tokens (R, N, T), targets (R, N, K) with -1 where a
-    position is padding or carries no loss, and each run's example count n (R,). Padding repeats
-    a run's first example, so the model sees only valid tokens; its targets of -1 exclude it."""
+    position is padding or carries no loss, and each run's example count n (R,), kept on the CPU
+    (read every step, never on the device). Padding repeats a run's first example, so the model
+    sees only valid tokens; its targets of -1 exclude it."""
     tokens: torch.Tensor
     targets: torch.Tensor
     n: torch.Tensor
@@ -108,9 +109,10 @@ class PackBatch:
                    torch.tensor([len(y) for _, y in sets], dtype=torch.long))
 
     def to(self, device) -> "PackBatch":
-        return PackBatch(self.tokens.to(device), self.targets.to(device), self.n.to(device))
+        return PackBatch(self.tokens.to(device), self.targets.to(device), self.n)
 
     def select(self, keep: torch.Tensor) -> "PackBatch":
         """The runs at `keep`, padded length unchanged (so each run's arithmetic is unchanged)."""
         keep = keep.to(self.tokens.device)
-        return PackBatch(*(t.index_select(0, keep) for t in (self.tokens, self.targets, self.n)))
+        return PackBatch(*(t.index_select(0, keep.to(t.device)) for t in (self.tokens, self.targets)),
+                         self.n.index_select(0, keep.cpu()))

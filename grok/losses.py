@@ -30,6 +30,25 @@ def mean_ce(ce: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return ce.sum(-1) / (labels >= 0).sum(-1)
 
 
+def own_sums(x: torch.Tensor, lengths: list[int], dim: int = -1) -> torch.Tensor:
+    """Each run's sum of x (R, ...) along `dim` over its own first lengths[r] entries, reduced as
+    a tensor of that length alone is: how long a pack pads a run's examples (its zeros) then never
+    changes the rounding of the run's recorded loss. Runs of one length are summed together."""
+    L = x.shape[dim]
+    if all(n == L for n in lengths):
+        return x.sum(dim)
+    groups: dict[int, list[int]] = {}
+    for r, n in enumerate(lengths):
+        groups.setdefault(n, []).append(r)
+    order, parts = [], []
+    for n, runs in groups.items():
+        rows = x.index_select(0, torch.tensor(runs, device=x.device))
+        parts.append(rows.narrow(dim, 0, n).contiguous().sum(dim))
+        order += runs
+    back = torch.argsort(torch.tensor(order, device=x.device))
+    return torch.cat(parts).index_select(0, back)
+
+
 def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of every labelled token in float64 (0 where the label is -1), labels' shape."""
     C = logits.shape[-1]
@@ -45,15 +64,17 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return right.sum(-1) / has.any(-1).sum(-1).double()
 
 
-def per_position(logits: torch.Tensor, labels: torch.Tensor,
-                 ce: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def per_position(logits: torch.Tensor, labels: torch.Tensor, ce: torch.Tensor | None = None,
+                 counts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Loss and accuracy at each answer position (..., K), over the examples that have a target
-    there (float64); nan where none has. `ce`: token_ce(logits, labels), if already computed."""
+    there (float64); nan where none has. `ce`: token_ce(logits, labels), if already computed;
+    `counts`: each run's own example count (R, ...) (padding after it), see `own_sums`."""
     has = labels >= 0
     ce = token_ce(logits, labels) if ce is None else ce
     n = has.sum(-2).double()
     right = (logits.argmax(-1) == labels) & has
-    return ce.sum(-2) / n, right.sum(-2) / n
+    total = ce.sum(-2) if counts is None else own_sums(ce, counts, dim=-2)
+    return total / n, right.sum(-2) / n
 
 
 @register("loss")

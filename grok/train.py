@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from grok.data import PackBatch, batch_at
 from grok.hardware import DTYPE_BYTES, is_gpu, torch_dtype
-from grok.losses import accuracy, mean_ce, per_position, token_ce, token_loss
+from grok.losses import accuracy, mean_ce, own_sums, per_position, token_ce, token_loss
 from grok.optim import PackOptimizer, update_rule
 from grok.record.local import one_line
 from grok.record.lock import FolderError
@@ -93,7 +93,7 @@ class Pack:
     """The trained state of the runs `runs`: run i is index i of every stacked tensor."""
 
     def __init__(self, runs: list[Run], device, dtype):
-        self.runs, self.members, self.device = runs, list(runs), device
+        self.runs, self.members, self.device = list(runs), list(runs), device
         self.positions = runs[0].task.positions
         models = [r.init_model() for r in runs]
         self.model = type(models[0]).stack(models).to(device, dtype)
@@ -142,6 +142,27 @@ class Pack:
     def save(self, i: int, done: bool = False) -> None:
         self.runs[i].save(self.model.run(i), self.opt.run_state(i), self.padded(), done=done)
 
+    def advance(self, i: int) -> None:
+        """Run i has taken its step: its snapshot and checkpoint, if due now."""
+        r = self.runs[i]
+        r.step += 1
+        self.snapshot(i)
+        if r.step % r.cfg.train.checkpoint_every == 0:
+            self.save(i)
+
+    def guard(self, i: int, work):
+        """`work()` for run i, one run's own records; if it raises, that run fails alone: it is
+        logged to its launch.log, its `finished` is the error and its slot idles (compaction drops
+        it), so one run's folder never fails the others. What `work` returned, else None."""
+        r = self.runs[i]
+        try:
+            return work()
+        except Exception as e:  # noqa: BLE001 - this run's own fault fails this run only
+            log.error("%s: failed: %s", r.dir, one_line(e), exc_info=e, extra={"run": str(r.dir)})
+            r.finished = e
+            self.runs[i] = None
+            return None
+
     def snapshot(self, i: int) -> None:
         if self.runs[i].snapshot_due():
             self.runs[i].snapshot(self.model.run(i))
@@ -169,20 +190,28 @@ CPU_CHUNK_BYTES = 12e6
 MAX_CHUNK = 1 << 20
 
 
-def run_losses(logits: torch.Tensor, targets: torch.Tensor,
-               loss=token_ce) -> tuple[torch.Tensor, torch.Tensor]:
+def run_losses(logits: torch.Tensor, targets: torch.Tensor, loss=token_ce,
+               counts: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each run's mean loss over its answer tokens (R,), and the token losses (R, N, K) it is
-    the mean of (logits (R, N, K, C)); `loss`: the token loss (grok.losses)."""
+    the mean of (logits (R, N, K, C)); `loss`: the token loss (grok.losses). `counts`: each run's
+    own example count, if the pack padded them: each run's sum then covers its own examples only,
+    so its loss is the one it records alone, bit for bit (grok.losses.own_sums)."""
     ce = loss(logits, targets)
-    return mean_ce(ce.flatten(-2), targets.flatten(-2)), ce
+    labelled = targets.flatten(-2)
+    if counts is None:
+        return mean_ce(ce.flatten(-2), labelled), ce
+    K = targets.shape[-1]
+    return own_sums(ce.flatten(-2), [n * K for n in counts]) / (labelled >= 0).sum(-1), ce
 
 
-def scores(logits: torch.Tensor, targets: torch.Tensor, ce: torch.Tensor, positions: bool) -> dict:
+def scores(logits: torch.Tensor, targets: torch.Tensor, ce: torch.Tensor, positions: bool,
+           counts: list[int] | None = None) -> dict:
     """Each run's sequence accuracy (R,) and, with `positions`, per-position loss and accuracy
-    (R, K), from logits (R, N, K, C) and token losses `ce` already computed."""
+    (R, K), from logits (R, N, K, C) and token losses `ce` already computed; `counts` as in
+    `run_losses`."""
     out = {"acc": accuracy(logits, targets)}
     if positions:
-        out["pos_loss"], out["pos_acc"] = per_position(logits, targets, ce)
+        out["pos_loss"], out["pos_acc"] = per_position(logits, targets, ce, counts)
     return out
 
 
@@ -196,12 +225,13 @@ def forward_backward(model, batch: PackBatch, chunk: int, at, accuracies: bool =
         part = None if chunk >= R else slice(a, a + chunk)
         sub = batch if part is None else PackBatch(batch.tokens[part], batch.targets[part], batch.n[part])
         logits = model.logits_at(sub.tokens, at, runs=part)                # (R, N, K, C)
-        run_loss, ce = run_losses(logits, sub.targets, loss)
+        counts = sub.n.tolist()  # on the CPU: no device sync
+        run_loss, ce = run_losses(logits, sub.targets, loss, counts)
         run_loss.sum().backward()  # a sum of the runs' losses: each run gets exactly its own gradient
         losses.append(run_loss.detach())
         if accuracies:
             with torch.no_grad():
-                parts.append(scores(logits.detach(), sub.targets, ce.detach(), len(at) > 1))
+                parts.append(scores(logits.detach(), sub.targets, ce.detach(), len(at) > 1, counts))
     train = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else None
     return torch.cat(losses), train
 
@@ -215,10 +245,12 @@ def step(model, opt: PackOptimizer, batch: PackBatch, at=(2,), chunk: int = MAX_
 
 
 @contextlib.contextmanager
-def deferred_signals(signals=(signal.SIGUSR2, signal.SIGTERM)):
-    """Hold preemption signals (SLURM sends USR2 before a time limit or preemption; submitit's
-    handler then requeues the job and exits) until the loop is between steps, so the runs can
-    checkpoint their exact state first. Yields the list of held signals; `release` hands them on."""
+def deferred_signals(signals=(signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)):
+    """Hold preemption and stop signals (SLURM sends USR2 before a time limit or preemption, and
+    submitit's handler then requeues the job and exits; TERM from a launcher or `kill`; INT from
+    Ctrl-C or a launcher) until the loop is between steps, so the runs can checkpoint their exact
+    state first and no write is cut in half. Yields the list of held signals; `release` hands
+    them on to the handlers they had (so the process then ends as that signal says)."""
     pending: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield pending, lambda: None
@@ -255,8 +287,9 @@ def run(cfg: DictConfig, run_dir, files: dict[str, str] | None = None) -> dict:
 def train_pack(cfgs: list[DictConfig], run_dirs: list, files: list | None = None,
                tasks: list | None = None) -> list:
     """Train the runs `cfgs` (one folder each) as one pack; their summaries, in order. A run that
-    cannot start (its folder refuses it or is in use, its checkpoint is unreadable, ...) fails
-    alone: its entry is the exception, and the others train. An error while training raises.
+    cannot start (its folder refuses it or is in use, its checkpoint is unreadable, ...) or whose
+    own records fail while it trains (a file it cannot write) fails alone: its entry is the
+    exception, and the others train. An error of the pack's own arithmetic raises.
     `files`: per run, further files to write into its folder once it trains (Hydra's `.hydra/`).
     `tasks`: per run, its task if the caller built it already (the launchers' batch check)."""
     # Denormal floats in tiny late-training gradients cost ~5x. The setting is process-wide, so
@@ -302,56 +335,60 @@ def _train_pack(cfgs, run_dirs, files, tasks=None) -> list:
 
 
 def train_runs(runs: list[Run], device, dtype) -> None:
+    """Train `runs` as one pack until each has stopped. A run whose own records fail (its folder's
+    files cannot be written: a path that is a file, a permission, W&B) fails alone: its `finished`
+    is the error, it leaves the pack, and the others train on unchanged. An error of the pack's
+    own arithmetic raises."""
     pack = Pack(runs, device, dtype)
-    for i, r in enumerate(runs):
-        r.begin()
-        pack.snapshot(i)  # step 0 (or the checkpoint's step), if snapshots are kept there
-    R, cfg = len(runs), runs[0].cfg
-    log.info("pack of %d run%s: %s, %s model (%d params each), %s, %s on %s", R, "" if R == 1 else "s",
-             "; ".join(sorted({r.task.describe() for r in runs})), cfg.model.name,
-             sum(w[0].numel() for w in pack.model.parameters()), cfg.optimizer.name, cfg.train.dtype,
-             device)
-    chunk = chunk_size(cfg, pack.padded()[0] * len(pack.positions))
-    if chunk < R:
-        log.info("forward and backward in chunks of %d run(s)", chunk)
-    tty = sys.stderr.isatty()
-    first = min(r.step for r in runs)
-    bar = tqdm(total=max(r.budget for r in runs), initial=first, disable=not tty,
-               dynamic_ncols=True, leave=False)
-    with deferred_signals() as (pending, release):
-        while True:
+    with deferred_signals() as (pending, release):  # from the first write: step 0's snapshot too
+        for i, r in enumerate(runs):
+            pack.guard(i, lambda i=i, r=r: (r.begin(), pack.snapshot(i)))  # step 0 (or the checkpoint's)
+        R, cfg = len(runs), runs[0].cfg
+        log.info("pack of %d run%s: %s, %s model (%d params each), %s, %s on %s", R,
+                 "" if R == 1 else "s", "; ".join(sorted({r.task.describe() for r in runs})),
+                 cfg.model.name,
+                 sum(w[0].numel() for w in pack.model.parameters()), cfg.optimizer.name,
+                 cfg.train.dtype, device)
+        chunk = chunk_size(cfg, pack.padded()[0] * len(pack.positions))
+        if chunk < R:
+            log.info("forward and backward in chunks of %d run(s)", chunk)
+        tty = sys.stderr.isatty()
+        first = min(r.step for r in runs)
+        bar = tqdm(total=max(r.budget for r in runs), initial=first, disable=not tty,
+                   dynamic_ncols=True, leave=False)
+        while any(r is not None for r in pack.runs):
             if pending:  # preempted: save the exact state, then let the scheduler's handler act
                 for i, r in enumerate(pack.runs):
                     if r is not None:
-                        pack.save(i)
+                        pack.guard(i, lambda i=i: pack.save(i))
                 release()
                 pending.clear()
+            idle = sum(r is None for r in pack.runs)
             due = [i for i, r in enumerate(pack.runs) if r is not None and r.due()]
             pack.opt.zero_grad()  # gradients first: evaluation reads the same, unchanged weights
             losses, train = forward_backward(pack.model, pack.batch(), chunk, pack.positions,
                                              accuracies=bool(due), loss=pack.loss)
             stopped = evaluate(pack, due, losses, train, chunk) if due else []
             for i in stopped:
-                pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i), pack.padded())
+                pack.guard(i, lambda i=i: pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i),
+                                                              pack.padded()))
             gone = set(stopped)
             alive = [i for i, r in enumerate(pack.runs) if r is not None and i not in gone]
             if not alive:
                 break
             pack.opt.step()
             for i in alive:
-                r = pack.runs[i]
-                r.step += 1
-                pack.snapshot(i)
-                if r.step % r.cfg.train.checkpoint_every == 0:
-                    pack.save(i)
+                pack.guard(i, lambda i=i: pack.advance(i))
             # Stopped runs took one more (discarded) update above; once they are half of the
             # pack, slice them out. Each remaining run's arithmetic is unchanged by this.
             pack.runs = [None if i in gone else r for i, r in enumerate(pack.runs)]
-            if stopped and (len(pack.runs) - len(alive)) * 2 >= len(pack.runs):
+            alive = [i for i, r in enumerate(pack.runs) if r is not None]
+            left = len(pack.runs) - len(alive)
+            if alive and left > idle and left * 2 >= len(pack.runs):
                 log.info("compacting the pack: %d of %d runs left", len(alive), len(pack.runs))
                 pack.compact(alive)
             bar.update(1)
-    bar.close()
+        bar.close()
 
 
 @torch.no_grad()
@@ -365,9 +402,9 @@ def evaluate(pack: Pack, due: list[int], losses, train: dict, chunk: int) -> lis
     for a in range(0, len(pack.runs), chunk):
         part = slice(a, a + chunk)
         logits = model.logits_at(test.tokens[part], at, runs=part)
-        targets = test.targets[part]
-        loss, ce = run_losses(logits, targets, pack.loss)
-        parts.append({"loss": loss, **scores(logits, targets, ce, many)})
+        targets, counts = test.targets[part], test.n[part].tolist()
+        loss, ce = run_losses(logits, targets, pack.loss, counts)
+        parts.append({"loss": loss, **scores(logits, targets, ce, many, counts)})
     te = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     cols = {"train_loss": losses, "train_acc": train["acc"], "test_loss": te["loss"], "test_acc": te["acc"]}
     names = pack.members[0].task.position_names
@@ -383,6 +420,6 @@ def evaluate(pack: Pack, due: list[int], losses, train: dict, chunk: int) -> lis
         if run is None:
             continue
         row = {"step": run.step, **{k: v[i] for k, v in cols.items()}, "lr": lr[i]}
-        if run.evaluate(model.run(i), row):
+        if pack.guard(i, lambda run=run, i=i, row=row: run.evaluate(model.run(i), row)):
             stopped.append(i)
     return stopped

@@ -68,9 +68,10 @@ def disk_full(error: BaseException, path) -> BaseException:
 
 def remove_leftovers(folder) -> list[Path]:
     """Delete the temporary files that killed atomic writes left (`.<name>.<random>.tmp`, see
-    atomic_write) in the folder and its `.hydra/`. Call it holding the lock."""
+    atomic_write) in the folder, its `.hydra/` and its `snapshots/` (a weight snapshot is written
+    the same way). Call it holding the lock."""
     gone = []
-    for d in (Path(folder), Path(folder) / ".hydra"):
+    for d in (Path(folder), Path(folder) / ".hydra", Path(folder) / "snapshots"):
         for p in d.glob(".*.tmp"):
             if re.fullmatch(r"\..+\.[A-Za-z0-9_]+\.tmp", p.name) and p.is_file():
                 p.unlink(missing_ok=True)

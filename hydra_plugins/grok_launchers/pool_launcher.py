@@ -9,8 +9,14 @@ failed `summary.json` naming the cause, and the launch returns normally so the s
 Each job runs `python -P -m hydra_plugins.grok_launchers.pool_job`, which composes its config and
 runs it through Hydra's `run_job` exactly as Hydra's own launchers do: the same folder,
 `.hydra/`, `launch.log`; its stdout and stderr are this process's.
+
+SIGTERM or SIGINT to the launcher (`kill`, Ctrl-C) is handed to every job running: each
+checkpoints its exact step and exits (grok.train.deferred_signals), no queued job starts, the
+launcher waits for them, removes its temporary folder and then ends of that signal. No job holds
+its folder after that, so the same command relaunched resumes every unfinished run.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -18,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -36,6 +43,8 @@ POLL_S = 0.1  # how often finished jobs are looked for; jobs take seconds to hou
 # Thread pools of a job, shared out as joblib's loky workers do: n jobs at once on c cores get c // n
 # threads each (unless set already). Oversubscribed OpenMP threads made a tiny run ~100x slower.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STOP_GRACE_S = 120  # a job told to stop checkpoints within one step; past this it is killed
 
 
 class JobDied(RuntimeError):
@@ -88,6 +97,28 @@ def execute_job(num, overrides, hydra_context, config, task_function, singleton_
                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
 
+@contextlib.contextmanager
+def held_signals(signals=STOP_SIGNALS):
+    """Record SIGTERM and SIGINT instead of dying of them, so that the launcher can hand them to
+    its jobs and wait for them first. Yields the list of signals received, in order; on exit the
+    previous handlers are back and the first signal received is raised again under them."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield got
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+    for s in signals:
+        signal.signal(s, lambda signum, frame: got.append(signum))
+    try:
+        yield got
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if got:
+        log.warning("received %s: every job has stopped; ending", signal.Signals(got[0]).name)
+        signal.raise_signal(got[0])
+
+
 class PoolLauncher(ProjectLauncher):
     """Each job in a fresh process (`pool_job`), at most `n_jobs` at once, in job order."""
 
@@ -107,7 +138,7 @@ class PoolLauncher(ProjectLauncher):
         for num, overrides in jobs:
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
         rets: list[JobReturn | None] = [None] * len(jobs)
-        with tempfile.TemporaryDirectory(prefix="grok-pool-") as tmp:
+        with held_signals() as got, tempfile.TemporaryDirectory(prefix="grok-pool-") as tmp:
             shared = Path(tmp) / "shared.pkl"  # what every job needs, written once
             with open(shared, "wb") as f:
                 cloudpickle.dump({"hydra_context": self.hydra_context, "config": self.config,
@@ -115,20 +146,36 @@ class PoolLauncher(ProjectLauncher):
                                   "singleton_state": Singleton.get_state()}, f)
             env = {v: str(max(1, cores() // n)) for v in THREAD_VARS} | dict(os.environ)
             queue, running = deque(range(len(jobs))), {}
+            handed, deadline = 0, None
             try:
-                while queue or running:
-                    while queue and len(running) < n:
+                while running or (queue and not got):
+                    if handed < len(got):  # a stop signal: to every job running, none started after
+                        for sig in got[handed:]:
+                            log.warning("received %s: handing it to %d running job(s); %d not started",
+                                        signal.Signals(sig).name, len(running), len(queue))
+                            for proc in running.values():
+                                proc.send_signal(sig)
+                        handed, deadline = len(got), deadline or time.monotonic() + STOP_GRACE_S
+                    if deadline and time.monotonic() > deadline:
+                        break  # the finally below kills what is left
+                    while queue and not got and len(running) < n:
                         i = queue.popleft()
                         running[i] = self._start(shared, Path(tmp), env, *jobs[i])
                     finished = [i for i, proc in running.items() if proc.poll() is not None]
                     for i in finished:
                         proc = running.pop(i)
-                        rets[i] = self._result(proc, Path(tmp) / f"{jobs[i][0]}.result", *jobs[i])
+                        result = Path(tmp) / f"{jobs[i][0]}.result"
+                        if got and not (proc.returncode == 0 and result.exists()):
+                            continue  # stopped as told: unfinished, it resumes at a relaunch
+                        rets[i] = self._result(proc, result, *jobs[i])
                     if not finished:
                         time.sleep(POLL_S)
-            finally:  # interrupted (Ctrl-C): stop the jobs still running; they resume later
+            finally:  # interrupted otherwise, or past the grace: stop the jobs; they resume later
                 for proc in running.values():
-                    proc.terminate()
+                    if got:  # told to stop already and did not within STOP_GRACE_S
+                        proc.kill()
+                    else:
+                        proc.terminate()
                 for proc in running.values():
                     try:
                         proc.wait(timeout=30)
