@@ -26,7 +26,7 @@ from grok.record.identity import changes, fingerprint
 from grok.record.local import LocalRecord, read_summary
 from grok.record.lock import FolderLock, RunRefused
 from grok.record.status import folder_identity
-from grok.tracking import WandbRun
+from grok.tracking import WandbRun, logged_steps, run_files
 from grok.verdict import GROKKED, settled, verdict
 
 log = logging.getLogger("grok.train")
@@ -147,8 +147,22 @@ class Run:
             log.warning("%s: rebuilt %s from %s", self.dir, METRICS, CHECKPOINT, extra=self._log)
         if not (self.dir / CONFIG).exists():
             self.record.write_config(self.cfg)
+        self.finish_wandb(ck, summary)
         log.info("already finished: %s", self.dir / SUMMARY, extra=self._log)
         return summary
+
+    def finish_wandb(self, ck: dict, summary: dict) -> None:
+        """A run killed after its final checkpoint, before its W&B run was finished: that W&B run
+        gets the rows it lacks and its summary. Only a W&B run this folder holds: a run trained
+        without W&B gets none afterwards."""
+        if self.cfg.logger.name != "wandb" or self.cfg.logger.mode == "disabled":
+            return
+        if not run_files(self.dir, ck["wandb_id"]):
+            return
+        held = logged_steps(self.dir, ck["wandb_id"])
+        if all(row["step"] in held for row in ck["metrics"]):
+            return
+        WandbRun(self.cfg, self.dir, ck["wandb_id"], self.task, rows=ck["metrics"]).finish(summary)
 
     def init_model(self):
         """This run's model as it would start alone: seeded init, or the checkpoint's weights."""
@@ -176,7 +190,9 @@ class Run:
             self.ck and self.ck["done"] and not (n and self.step % n == 0)))
         self.record.write_config(self.cfg)
         self.record.rewrite_metrics(self.metrics)
-        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id, self.task)
+        # a resumed run logs again the rows a killed process never wrote out to W&B
+        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id, self.task,
+                              rows=self.metrics if self.ck else ())
         if self.init and self.wandb.run is not None:  # the source's path and verdict, beside init.*
             try:
                 self.wandb.run.config.update({"init_source": init_.record(self.cfg, self.init)},
