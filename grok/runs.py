@@ -129,9 +129,11 @@ class Run:
 
     def restore(self, ck: dict) -> dict:
         """The summary of the finished run `ck`; summary.json, metrics.jsonl and config.yaml are
-        rebuilt from the checkpoint where missing or damaged (a complete summary.json is kept)."""
+        rebuilt from the checkpoint where missing or damaged. A complete summary.json is kept if
+        it is of the checkpoint's step; one an earlier budget wrote (a continuation killed between
+        its final checkpoint and its summary) is the checkpoint's summary's to replace."""
         summary = read_summary(self.dir)
-        if not summary or summary.get("status") != "complete":
+        if not summary or summary.get("status") != "complete" or summary.get("steps") != ck["step"]:
             summary = jsonable(ck.get("summary") or self.summary(
                 ck["metrics"], step=ck["step"], early_stopped=ck["early_stopped"],
                 diverged=ck["diverged"], wall=ck["elapsed"], steps_per_s=None,
