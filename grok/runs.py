@@ -110,6 +110,7 @@ class Run:
         for p in remove_leftovers(self.dir):
             log.info("%s: removed %s, left by a killed write", self.dir, p.name, extra=self._log)
         self.record = LocalRecord(self.dir)
+        self.init_record = self.provenance(ck)
         if ck and ck["done"] and (ck["early_stopped"] or ck["diverged"] or ck["step"] >= self.budget):
             self.finished = self.restore(ck)
             return
@@ -126,6 +127,22 @@ class Run:
         self.early_stopped = self.diverged = False
         mc = cfg.measures
         self.probe = self.task.probe(self.data, device) if mc.every or mc.full_every else None
+
+    def provenance(self, ck: dict | None) -> dict:
+        """What the summary says of the run's start (grok.init.record), as recorded when it
+        started and kept in its checkpoint. A source continued or replaced since does not change
+        it: the run's weights (its frozen ones too) are still the ones it loaded then, so it
+        resumes as if never stopped and says which source that was. Refusing instead would throw
+        away a valid run for a change to another folder."""
+        now = init_.record(self.cfg, self.init)
+        kept = ck.get("init_record") if ck else None
+        if kept is None:  # a fresh start, or a checkpoint from before the record was kept
+            return now
+        if now.get("init_source_hash") != kept.get("init_source_hash"):
+            log.warning("%s: init.from %s has changed since this run started (step %s then, %s now); "
+                        "keeping the source it loaded then", self.dir, kept.get("init_from"),
+                        kept.get("init_source_step"), now.get("init_source_step"), extra=self._log)
+        return kept
 
     def restore(self, ck: dict) -> dict:
         """The summary of the finished run `ck`; summary.json, metrics.jsonl and config.yaml are
@@ -197,7 +214,7 @@ class Run:
                               rows=self.metrics if self.ck else ())
         if self.init and self.wandb.run is not None:  # the source's path and verdict, beside init.*
             try:
-                self.wandb.run.config.update({"init_source": init_.record(self.cfg, self.init)},
+                self.wandb.run.config.update({"init_source": self.init_record},
                                              allow_val_change=True)
             except Exception as e:  # noqa: BLE001 - W&B must never cost the local record
                 log.warning("W&B config update failed: %s", e, extra=self._log)
@@ -259,7 +276,8 @@ class Run:
             "optimizer": opt_state, "step": self.step, "metrics": self.metrics,
             "elapsed": summary["wall_time_s"] if summary else self.wall(), "wandb_id": self.wandb_id,
             "padded": list(padded), "fingerprint": fingerprint(self.cfg),
-            "end_only": self.end_only, **({"summary": summary} if summary else {})})
+            "end_only": self.end_only, "init_record": self.init_record,
+            **({"summary": summary} if summary else {})})
 
     def snapshot_due(self) -> bool:
         """Keep the weights at this step? Every `train.snapshot_every` steps, step 0 included."""
@@ -287,7 +305,7 @@ class Run:
             "optimizer": cfg.optimizer.name, "n_train": self.data.n_train,
             "n_test": len(self.data.test[1]), **self.task.stats(self.data), "n_params": n_params,
             "resumed_from": resumed_from, "sweep_id": str(cfg.sweep_id),
-            **init_.record(cfg, self.init), **self._per_group(m),
+            **self.init_record, **self._per_group(m),
         }
 
     def _per_group(self, m: list[dict]) -> dict:
