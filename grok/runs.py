@@ -276,7 +276,7 @@ class Run:
             "optimizer": opt_state, "step": self.step, "metrics": self.metrics,
             "elapsed": summary["wall_time_s"] if summary else self.wall(), "wandb_id": self.wandb_id,
             "padded": list(padded), "fingerprint": fingerprint(self.cfg),
-            "end_only": self.end_only, "init_record": self.init_record,
+            "end_only": self.end_only, **({"init_record": self.init_record} if self.init_record else {}),
             **({"summary": summary} if summary else {})})
 
     def snapshot_due(self) -> bool:
