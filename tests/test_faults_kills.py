@@ -47,9 +47,15 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+def own_env() -> dict:
+    """The environment of a launch of its own: not the wandb-core service an earlier test started
+    in this process (wandb exports WANDB_SERVICE), which would outlive the kills."""
+    return {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}, "HYDRA_FULL_ERROR": "0"}
+
+
 def launch_dying(args, run_dir, where="evaluate", step=0, sig="SIGKILL"):
     """launch.py with `args` into `run_dir`, killed by `sig` at `where` (see DYING)."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env = own_env()
     p = subprocess.run([sys.executable, "-c", DYING, where, str(step), sig, str(ROOT / "launch.py"),
                         *args, f"hydra.run.dir={run_dir}"], cwd=run_dir.parent, env=env,
                        capture_output=True, text=True, timeout=300)
@@ -58,7 +64,7 @@ def launch_dying(args, run_dir, where="evaluate", step=0, sig="SIGKILL"):
 
 
 def relaunch(args, run_dir):
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env = own_env()
     p = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={run_dir}"],
                        cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -79,7 +85,7 @@ def wandb_run(run_dir, run_id) -> tuple[dict, dict]:
     files = [f for f in find_run_files(run_dir / "wandb") if f.name == f"run-{run_id}.wandb"]
     assert files, f"no W&B run {run_id} in {run_dir}"
     try:  # the relaunch's, which finished (the folder names are timestamped)
-        wait_until_finished(files[-1], timeout=15)
+        wait_until_finished(files[-1], timeout=60)
     except TimeoutError:
         pytest.fail(f"the W&B run {run_id} was never finished: {files[-1]} has no exit record")
     rows, summary = {}, {}
