@@ -28,6 +28,7 @@ from grok.config import TASKS
 from grok.ops import OpError, parse_op
 from grok.record.files import CONFIG, SUMMARY, is_number, number
 from grok.record.identity import run_key
+from grok.record.status import continuation
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
 
 COLUMNS = ["sweep_id", "task", "task_desc", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
@@ -178,6 +179,8 @@ def read_records(*roots, distinct: bool = True) -> tuple[list[dict], list[str]]:
                 problems.append(f"{folder}: unreadable record (not a mapping)")
             elif summary.get("status") != "complete":
                 problems.append(f"{folder}: run not complete ({summary.get('error', summary.get('status'))})")
+            elif why := continuation(folder, summary, config):  # its summary is an earlier budget's
+                problems.append(f"{folder}: run not complete ({why})")
             else:
                 records.append({"run": str(folder), "summary": summary, "config": config})
     return (once(records, problems) if distinct else records), problems

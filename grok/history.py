@@ -16,6 +16,7 @@ from grok.record import checkpoint
 from grok.record.checkpoint import snapshot_path, snapshot_steps
 from grok.record.files import CHECKPOINT, CONFIG, METRICS
 from grok.record.local import read_summary
+from grok.record.status import continuation
 from grok.tasks import build_task
 
 
@@ -42,8 +43,10 @@ class RunRecord:
         self._final = None
         s = self.summary or {}
         final = s.get("steps")  # a step names a snapshot file: an int, never a string
+        # a continuation in progress: its summary is an earlier budget's, its final weights gone
+        self.unfinished = continuation(self.dir, s) if s.get("status") == "complete" else None
         if s.get("status") == "complete" and (self.dir / CHECKPOINT).is_file() \
-                and isinstance(final, int) and not isinstance(final, bool):
+                and isinstance(final, int) and not isinstance(final, bool) and not self.unfinished:
             self._final = final
         self.steps = sorted(set(snapshot_steps(self.dir)) | ({self._final} - {None}))
 
@@ -56,7 +59,9 @@ class RunRecord:
         """The state dict at `step` (a kept step; None: the final weights)."""
         step = self._final if step is None else step
         if step is None:
-            raise ValueError(f"{self.dir}: the run is not finished; give one of the kept steps {self.steps}")
+            why = f" ({self.unfinished})" if self.unfinished else ""
+            raise ValueError(f"{self.dir}: the run is not finished{why}; give one of the kept steps "
+                             f"{self.steps}")
         if step == self._final:  # the checkpoint's weights: full precision, whatever was snapshotted
             ck = _load(self.dir / CHECKPOINT)
             if ck.get("step") == step:
@@ -76,7 +81,7 @@ class RunRecord:
         return build_task(self.config)
 
     def __repr__(self) -> str:
-        verdict = (self.summary or {}).get("verdict", "unfinished")
+        verdict = "unfinished" if self.unfinished else (self.summary or {}).get("verdict", "unfinished")
         return f"RunRecord({str(self.dir)!r}, {verdict}, steps kept: {len(self.steps)})"
 
 

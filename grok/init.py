@@ -14,10 +14,12 @@ embedding itself (nothing loaded).
 
 Everything is checked up front (`check_init`, called by grok.checks.check_run, so in preflight):
 the source exists, is a finished run, has each loaded parameter with this run's shape; otherwise
-one line naming the problem. A run's summary records the source (`init_*` keys).
+one line naming the problem. A run's summary records the source (`init_*` keys): its path, its
+checkpoint's step and a hash of the tensors loaded, as they were when the run started.
 """
 
 import functools
+import hashlib
 from pathlib import Path
 
 import torch
@@ -172,8 +174,22 @@ def module(plan: dict, names: list[str]) -> str:
     return f"load {','.join(plan['load']) or '-'}; freeze {','.join(plan['freeze']) or '-'}"
 
 
+def content_hash(ck: dict, names: list[str]) -> str:
+    """sha256 of the tensors `names` of the checkpoint `ck` (name, dtype, shape, bytes): which
+    weights a run took, whatever became of the folder they came from."""
+    h = hashlib.sha256()
+    for name in names:
+        w = ck["model"][name].detach().cpu().contiguous()
+        h.update(f"{name}|{w.dtype}|{tuple(w.shape)}|".encode())
+        h.update(w.view(torch.uint8).numpy().tobytes() if w.numel() else b"")
+    return h.hexdigest()
+
+
 def record(cfg, plan: dict | None) -> dict:
-    """What a run's summary says of its start (nothing for a plain seeded run)."""
+    """What a run's summary says of its start (nothing for a plain seeded run): the source by
+    path, by content (`init_source_step`, its checkpoint's step; `init_source_hash` of the
+    tensors loaded) and its verdict then. A run keeps the record of its start in its checkpoint
+    (grok.runs.Run.provenance): a source continued later changes neither its weights nor this."""
     if not plan:
         return {}
     ck, source = plan["source"], cfg.init["from"]
@@ -183,7 +199,8 @@ def record(cfg, plan: dict | None) -> dict:
     if ck is not None:
         s, fp = ck.get("summary") or {}, ck.get("fingerprint") or {}
         task = (fp.get("task") or {}).get("name")
-        out.update(init_source_verdict=s.get("verdict"), init_source_grok_step=s.get("grok_step"),
+        out.update(init_source_step=ck.get("step"), init_source_hash=content_hash(ck, plan["load"]),
+                   init_source_verdict=s.get("verdict"), init_source_grok_step=s.get("grok_step"),
                    init_source_op=s.get("mixture") if task == "mixture" else s.get("op", fp.get("op")),
                    init_source_frac=fp.get("frac"), init_source_seed=fp.get("seed"))
     return out

@@ -26,7 +26,7 @@ from grok.record.identity import changes, fingerprint
 from grok.record.local import LocalRecord, read_summary
 from grok.record.lock import FolderLock, RunRefused
 from grok.record.status import folder_identity
-from grok.tracking import WandbRun
+from grok.tracking import WandbRun, logged_steps, run_files
 from grok.verdict import GROKKED, settled, verdict
 
 log = logging.getLogger("grok.train")
@@ -110,6 +110,7 @@ class Run:
         for p in remove_leftovers(self.dir):
             log.info("%s: removed %s, left by a killed write", self.dir, p.name, extra=self._log)
         self.record = LocalRecord(self.dir)
+        self.init_record = self.provenance(ck)
         if ck and ck["done"] and (ck["early_stopped"] or ck["diverged"] or ck["step"] >= self.budget):
             self.finished = self.restore(ck)
             return
@@ -127,11 +128,29 @@ class Run:
         mc = cfg.measures
         self.probe = self.task.probe(self.data, device) if mc.every or mc.full_every else None
 
+    def provenance(self, ck: dict | None) -> dict:
+        """What the summary says of the run's start (grok.init.record), as recorded when it
+        started and kept in its checkpoint. A source continued or replaced since does not change
+        it: the run's weights (its frozen ones too) are still the ones it loaded then, so it
+        resumes as if never stopped and says which source that was. Refusing instead would throw
+        away a valid run for a change to another folder."""
+        now = init_.record(self.cfg, self.init)
+        kept = ck.get("init_record") if ck else None
+        if kept is None:  # a fresh start, or a checkpoint from before the record was kept
+            return now
+        if now.get("init_source_hash") != kept.get("init_source_hash"):
+            log.warning("%s: init.from %s has changed since this run started (step %s then, %s now); "
+                        "keeping the source it loaded then", self.dir, kept.get("init_from"),
+                        kept.get("init_source_step"), now.get("init_source_step"), extra=self._log)
+        return kept
+
     def restore(self, ck: dict) -> dict:
         """The summary of the finished run `ck`; summary.json, metrics.jsonl and config.yaml are
-        rebuilt from the checkpoint where missing or damaged (a complete summary.json is kept)."""
+        rebuilt from the checkpoint where missing or damaged. A complete summary.json is kept if
+        it is of the checkpoint's step; one an earlier budget wrote (a continuation killed between
+        its final checkpoint and its summary) is the checkpoint's summary's to replace."""
         summary = read_summary(self.dir)
-        if not summary or summary.get("status") != "complete":
+        if not summary or summary.get("status") != "complete" or summary.get("steps") != ck["step"]:
             summary = jsonable(ck.get("summary") or self.summary(
                 ck["metrics"], step=ck["step"], early_stopped=ck["early_stopped"],
                 diverged=ck["diverged"], wall=ck["elapsed"], steps_per_s=None,
@@ -147,8 +166,22 @@ class Run:
             log.warning("%s: rebuilt %s from %s", self.dir, METRICS, CHECKPOINT, extra=self._log)
         if not (self.dir / CONFIG).exists():
             self.record.write_config(self.cfg)
+        self.finish_wandb(ck, summary)
         log.info("already finished: %s", self.dir / SUMMARY, extra=self._log)
         return summary
+
+    def finish_wandb(self, ck: dict, summary: dict) -> None:
+        """A run killed after its final checkpoint, before its W&B run was finished: that W&B run
+        gets the rows it lacks and its summary. Only a W&B run this folder holds: a run trained
+        without W&B gets none afterwards."""
+        if self.cfg.logger.name != "wandb" or self.cfg.logger.mode == "disabled":
+            return
+        if not run_files(self.dir, ck["wandb_id"]):
+            return
+        held = logged_steps(self.dir, ck["wandb_id"])
+        if all(row["step"] in held for row in ck["metrics"]):
+            return
+        WandbRun(self.cfg, self.dir, ck["wandb_id"], self.task, rows=ck["metrics"]).finish(summary)
 
     def init_model(self):
         """This run's model as it would start alone: seeded init, or the checkpoint's weights."""
@@ -176,10 +209,12 @@ class Run:
             self.ck and self.ck["done"] and not (n and self.step % n == 0)))
         self.record.write_config(self.cfg)
         self.record.rewrite_metrics(self.metrics)
-        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id, self.task)
+        # a resumed run logs again the rows a killed process never wrote out to W&B
+        self.wandb = WandbRun(self.cfg, self.dir, self.wandb_id, self.task,
+                              rows=self.metrics if self.ck else ())
         if self.init and self.wandb.run is not None:  # the source's path and verdict, beside init.*
             try:
-                self.wandb.run.config.update({"init_source": init_.record(self.cfg, self.init)},
+                self.wandb.run.config.update({"init_source": self.init_record},
                                              allow_val_change=True)
             except Exception as e:  # noqa: BLE001 - W&B must never cost the local record
                 log.warning("W&B config update failed: %s", e, extra=self._log)
@@ -241,7 +276,8 @@ class Run:
             "optimizer": opt_state, "step": self.step, "metrics": self.metrics,
             "elapsed": summary["wall_time_s"] if summary else self.wall(), "wandb_id": self.wandb_id,
             "padded": list(padded), "fingerprint": fingerprint(self.cfg),
-            "end_only": self.end_only, **({"summary": summary} if summary else {})})
+            "end_only": self.end_only, **({"init_record": self.init_record} if self.init_record else {}),
+            **({"summary": summary} if summary else {})})
 
     def snapshot_due(self) -> bool:
         """Keep the weights at this step? Every `train.snapshot_every` steps, step 0 included."""
@@ -269,7 +305,7 @@ class Run:
             "optimizer": cfg.optimizer.name, "n_train": self.data.n_train,
             "n_test": len(self.data.test[1]), **self.task.stats(self.data), "n_params": n_params,
             "resumed_from": resumed_from, "sweep_id": str(cfg.sweep_id),
-            **init_.record(cfg, self.init), **self._per_group(m),
+            **self.init_record, **self._per_group(m),
         }
 
     def _per_group(self, m: list[dict]) -> dict:

@@ -1,5 +1,13 @@
 """A run's W&B side (when asked). The local record (grok.record) is the source of truth: a W&B
-failure only disables W&B for that run."""
+failure only disables W&B for that run.
+
+A killed process loses the rows wandb-core had not yet written to the run's transaction log (it
+buffers a block, and a kill skips its flush). So a resumed run first logs again every row of its
+checkpoint that the earlier transaction logs of its W&B run lack (`replay`): the W&B run then
+holds every row metrics.jsonl holds, however the process died. Replaying from the local record,
+rather than flushing at each checkpoint, needs no W&B internals and covers a SIGKILL, whose rows
+since the last flush no flush could save.
+"""
 
 import logging
 import shutil
@@ -12,6 +20,7 @@ from grok.figures import plot_run
 from grok.record.files import CHECKPOINT, CONFIG, METRICS, SUMMARY
 from grok.record.local import as_trained
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
+from grok.wandb_offline import find_run_files, read_run
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +29,12 @@ class WandbRun:
     """One W&B run per job; any W&B error is logged and turns W&B off for this run. How it
     looks there (name, tags, metric definitions, histograms, files): grok.wandb_view."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, run_id: str, task=None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, run_id: str, task=None, rows=()):
+        """`rows`: a resumed run's rows so far (its checkpoint's), replayed where W&B lacks them."""
         self.run, self.cfg, self.dir = None, cfg, Path(run_dir)
         if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
             return
+        held = logged_steps(self.dir, run_id) if rows else set()  # before this process' own log
         try:
             import wandb
 
@@ -41,6 +52,17 @@ class WandbRun:
         except Exception as e:  # noqa: BLE001 - W&B must never cost the local record
             log.warning("W&B disabled for this run: %s", e)
             self.run = None
+        self.replay(rows, held)
+
+    def replay(self, rows, held: set[int]) -> None:
+        """Log the `rows` whose step W&B does not hold (`held`), in order: what a killed process
+        logged but never wrote out."""
+        missing = [r for r in rows if r["step"] not in held]
+        if missing and self.run is not None:
+            log.info("W&B: logging again %d row(s) a killed process lost (steps %d to %d)",
+                     len(missing), missing[0]["step"], missing[-1]["step"])
+        for row in missing:
+            self.log(row, step=row["step"])
 
     def _save(self, path: Path) -> None:
         """A copy of `path` among the run's W&B files (a copy: the W&B run stays whole if the
@@ -51,6 +73,7 @@ class WandbRun:
         self.run.save(str(files / path.name), base_path=str(files), policy="now")
 
     def log(self, row: dict, step: int) -> None:
+        """One eval row at `step` (W&B turned off for this run on any error)."""
         if self.run is not None:
             try:
                 self.run.log(view.wandb_row(row), step=step)
@@ -90,3 +113,21 @@ class WandbRun:
         self.run = None
 
 
+
+
+def run_files(run_dir: Path, run_id: str) -> list[Path]:
+    """The transaction logs of the W&B run `run_id` under `run_dir`/wandb, one per process that
+    logged to it."""
+    return [p for p in find_run_files(Path(run_dir) / "wandb") if p.name == f"run-{run_id}.wandb"]
+
+
+def logged_steps(run_dir: Path, run_id: str) -> set[int]:
+    """The steps the W&B run `run_id` holds in its transaction logs under `run_dir`. A file is
+    data: one that cannot be read holds no step."""
+    steps = set()
+    for path in run_files(run_dir, run_id):
+        try:
+            steps.update(row["_step"] for row in read_run(path)["history"])
+        except Exception as e:  # noqa: BLE001 - empty (killed before its header) or damaged
+            log.info("W&B: %s unreadable (%s): its rows are logged again", path, e)
+    return steps

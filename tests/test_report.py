@@ -50,8 +50,9 @@ def make_run(root: Path, name: str, cfg: dict, verdict="grokked", grok_step=60, 
     (d / "summary.json").write_text(json.dumps({
         "status": "complete", "verdict": verdict, "memorisation_step": 20 if grokked else None,
         "grok_step": grok_step if grokked else None, "best_test_acc": acc, "final_test_acc": acc,
-        "steps": 100, "wall_time_s": 1.0, "seed": cfg["seed"], "model": cfg["model"]["name"],
-        "optimizer": cfg["optimizer"]["name"], "n_train": 48, "sweep_id": "s", **task}))
+        "steps": cfg["train"]["steps"], "wall_time_s": 1.0, "seed": cfg["seed"],
+        "model": cfg["model"]["name"], "optimizer": cfg["optimizer"]["name"], "n_train": 48,
+        "sweep_id": "s", **task}))
     rows = []
     for step in range(0, 101, 10):
         test = acc if grokked and step >= grok_step else 0.1

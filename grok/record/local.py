@@ -74,6 +74,26 @@ def read_summary(run_dir) -> dict | None:
     return s if isinstance(s, dict) else None
 
 
+def last_metrics_step(run_dir, tail: int = 1 << 20) -> int | None:
+    """The step of metrics.jsonl's last whole row (read from the file's end), or None if there is
+    none to read: missing, empty, torn or not a row."""
+    try:
+        with open(Path(run_dir) / METRICS, "rb") as f:
+            start = max(0, f.seek(0, 2) - tail)
+            f.seek(start)
+            lines = f.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines[1:] if start else lines):  # the first may be cut by the seek
+        try:
+            step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(step, int) and not isinstance(step, bool):
+            return step
+    return None
+
+
 def hydra_files(task_cfg: DictConfig) -> dict[str, str]:
     """What Hydra writes into a job folder before the job runs (`.hydra/`), for the run to write
     once it owns the folder: conf/config.yaml turns Hydra's own writing off (hydra.output_subdir),

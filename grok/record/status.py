@@ -3,12 +3,13 @@ callback that remembers where a multirun writes so the launch can report every j
 
 from pathlib import Path
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from grok.record.files import CHECKPOINT, CONFIG, SUMMARY
+from grok.record.files import CHECKPOINT, CONFIG, METRICS, SUMMARY
 from grok.record.identity import changes, fingerprint, job_dirname
-from grok.record.local import read_summary
+from grok.record.local import last_metrics_step, read_summary
 from grok.record.lock import holder
 
 
@@ -19,6 +20,40 @@ def folder_identity(run_dir) -> dict | None:
         return fingerprint(OmegaConf.load(Path(run_dir) / CONFIG))
     except Exception:  # noqa: BLE001 - missing or unreadable: no identity to compare
         return None
+
+
+def _int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def continuation(run_dir, summary: dict, config: dict | None = None) -> str | None:
+    """Why a complete `summary` is not the final state of the run in `run_dir` (one line), or None.
+
+    A run relaunched with a larger `train.steps` (a continuation: the same run, further) keeps
+    the summary its earlier budget wrote until it finishes; killed before that, the folder holds a
+    complete summary of a run that has moved on. Its checkpoint decides (a relaunch rewrites the
+    summary from it); readers use what moves with it, cheaper than loading it: config.yaml's
+    budget (written before the continuation's first step) and metrics.jsonl's last row (written
+    before each checkpoint). `config`: config.yaml already read, as a dict."""
+    steps = summary.get("steps")
+    if not _int(steps):
+        return None
+    if config is None:
+        try:
+            config = yaml.safe_load((Path(run_dir) / CONFIG).read_text())
+        except Exception:  # noqa: BLE001 - missing or unreadable: no budget to compare
+            config = None
+    train = config.get("train") if isinstance(config, dict) else None
+    budget = train.get("steps") if isinstance(train, dict) else None
+    stopped = summary.get("early_stopped") is True or summary.get("diverged") is True
+    if _int(budget) and budget > steps and not stopped:
+        return (f"continuation in progress: {SUMMARY} is at step {steps}, {CONFIG} has "
+                f"train.steps={budget}; relaunch it to finish")
+    last = last_metrics_step(run_dir)
+    if last is not None and last > steps:
+        return (f"continuation in progress: {SUMMARY} is at step {steps}, {METRICS} at step {last}; "
+                f"relaunch it to finish")
+    return None
 
 
 def job_status(run_dir, identity: dict | None = None) -> tuple[str, str]:
@@ -40,6 +75,8 @@ def job_status(run_dir, identity: dict | None = None) -> tuple[str, str]:
         if (run_dir / CHECKPOINT).exists():
             return "unfinished", f"no readable {SUMMARY}; relaunch to resume from {CHECKPOINT}"
         return "unfinished", f"no readable {SUMMARY}"
+    if s.get("status") == "complete" and (why := continuation(run_dir, s)):
+        return "unfinished", why
     return s.get("status", "?"), s.get("verdict") or s.get("error", "")
 
 
