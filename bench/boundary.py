@@ -221,6 +221,10 @@ def report(sweeps, grid_id, search_id, ops, seeds, k, axis, rule, t_grid, t_sear
             notes.append(f"grid non-monotone (no at {', '.join(map(str, g['against']))})")
         if s["non_monotone"]:
             notes.append(f"search non-monotone (no at {', '.join(map(str, s['against']))})")
+        mixed = [p["value"] for p in g["points"] if p["outcome"] == boundary.MIXED
+                 and g["yes_end"] is not None and p["value"] > g["yes_end"]]
+        if mixed:  # not "against" (only a "no" is), but not monotone under k of S either
+            notes.append(f"grid mixed above the yes end at {', '.join(map(str, mixed))}")
         if g["unknown_inside"]:
             notes.append(f"grid unknown at {g['unknown_inside']}")
         print(f"{op:<{w}}  {pattern(g, axis):<{pw}}  {interval_text(g):<24}{interval_text(s):<24}"
