@@ -47,10 +47,11 @@ slurm-up: ## Start a single-node SLURM here (root; installs Debian packages if m
 slurm-down: ## Stop it
 	scripts/slurm-local.sh down
 
-bench: ## Step time (token tables vs every position), cost of the measures, packs vs single runs
+bench: ## Step time (token tables vs every position), cost of the measures, packs vs single runs, boundary search vs grid (~15 min)
 	$(PY) bench/step_time.py
 	$(PY) bench/measures_cost.py
 	$(PY) bench/packed.py --sizes 1,2,4,8 --fracs 0.3,0.9 --check
+	$(PY) bench/boundary.py
 
 grid-table: ## Grok/no-grok table of the latest sweep, or of SWEEP="dir [dir...]"
 	$(PY) -m analysis grid $(SWEEP)
