@@ -36,10 +36,10 @@ Rules:
   fit the runs left is cut, in its order (retries first, then each cell in the order given, a
   point with all its seeds or not at all). Cells still open when the search stops are reported
   as they stand, `capped`.
-- Non-monotone: a cell with a "no" easier than its hardest "yes" (a yes below a no, for "up")
-  is flagged `non_monotone`, never smoothed over: its interval is still the one around its hardest
-  yes (its first crossing, searched on as usual), and the "no" points easier than that yes are
-  listed in `against`.
+- Non-monotone: a cell with a "no" or "mixed" point easier than its hardest "yes" (a yes below
+  a no, for "up"; mixed fails the k-of-S rule as no does) is flagged `non_monotone`, never
+  smoothed over: its interval is still the one around its hardest yes (its first crossing,
+  searched on as usual), and the no and mixed points easier than that yes are listed in `against`.
 """
 
 from __future__ import annotations
@@ -313,8 +313,9 @@ def _cell(axis, table) -> dict:
     below = [i for i, (o, *_) in table.items() if o in (NO, MIXED)
              and (hardest_yes is None or e(i) < e(hardest_yes))]
     no_end = max(below, key=e) if below else None
+    # not a yes, easier than a yes: "mixed" fails the k-of-S rule as "no" does
     against = sorted(i for i, (o, *_) in table.items()
-                     if o == NO and hardest_yes is not None and e(i) > e(hardest_yes))
+                     if o in (NO, MIXED) and hardest_yes is not None and e(i) > e(hardest_yes))
     # the open interval in ease terms, the range's edges standing in for a missing end
     hardest, easiest = min(axis.first, axis.last, key=e), max(axis.first, axis.last, key=e)
     a = e(no_end) if no_end is not None else e(hardest) - 1
@@ -466,7 +467,7 @@ def report(state) -> list[dict]:
     """Per cell, in order: {"cell", "status" (found, everywhere, nowhere, unknown, open),
     "capped" (open when the search stopped), "interval" [lower, upper] in ascending values (None:
     beyond the range, or not known), "no_end" and "yes_end" (the values bounding it), "non_monotone",
-    "against" (the "no" values easier than the hardest yes), "unknown_inside", "points" ([{value,
+    "against" (the "no" and "mixed" values easier than the hardest yes), "unknown_inside", "points" ([{value,
     outcome, grokked, known, seeds}] ascending), "runs" (launched for the cell, retries included)}."""
     axis, cells = axis_of(state), cells_of(state)
     att = _attempts(state, axis)

@@ -284,3 +284,22 @@ def test_a_kill_anywhere_and_a_relaunch_give_the_same_search(tmp_path, kill_afte
     drive(relaunched, outcome)
     assert relaunched == json.loads(json.dumps(whole))
     assert b.report(relaunched) == b.report(whole)
+
+
+def test_a_mixed_point_easier_than_a_yes_flags_the_cell_non_monotone():
+    """k of S = 2 of 2: from 0.4 both seeds grok, but at 0.9 only one does (mixed). Mixed fails the
+    rule as a no does, easier than a yes: the cell is non-monotone, 0.9 listed against it, and
+    its interval is still the first crossing."""
+    axis = b.Axis("frac", "0.1", "0.9", "0.1", "up")
+    state = b.new_state(axis, ["c"], seeds=2, k=2, coarse=3)
+
+    def grokked(run):
+        return run.value >= 0.4 and not (run.value == 0.9 and run.seed == 1)
+
+    runs = b.next_round(state)
+    while runs:
+        runs = b.next_round(state, {r: grokked(r) for r in runs})
+    (row,) = b.report(state)
+    assert row["status"] == "found" and row["interval"] == [0.3, 0.4]
+    assert row["non_monotone"] and row["against"] == [0.9]
+    assert {p["value"]: p["outcome"] for p in row["points"]}[0.9] == "mixed"
