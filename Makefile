@@ -51,7 +51,7 @@ bench: ## Step time (token tables vs every position), cost of the measures, pack
 	$(PY) bench/step_time.py
 	$(PY) bench/measures_cost.py
 	$(PY) bench/packed.py --sizes 1,2,4,8 --fracs 0.3,0.9 --check
-	$(PY) bench/boundary.py
+	$(PY) bench/boundary.py --coarse 5,3
 
 grid-table: ## Grok/no-grok table of the latest sweep, or of SWEEP="dir [dir...]"
 	$(PY) -m analysis grid $(SWEEP)

@@ -137,6 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--hi", default="0.9", help="frac range, high end (default 0.9)")
     ap.add_argument("--threshold", type=float, help="grok.threshold (default 0.9)")
     ap.add_argument("--threads", type=int, help="train.threads of every run (default 1)")
+    ap.add_argument("--coarse", default="5",
+                    help="round 0's points of the search; comma-separated: one search each against "
+                         "the one grid (default 5, the sweeper's default)")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for both sweeps and their logs (kept); default: a temporary one")
     args = ap.parse_args(argv)
@@ -171,15 +174,19 @@ def main(argv=None) -> int:
                      f"sweep_id={grid_id}"]
         print(f"\n(a) grid: {len(fracs) * len(ops) * len(seeds)} runs ...")
         t_grid = launch(out, grid_args, out / "grid.log")
-        search_args = [*common, "hydra/sweeper=boundary", f"hydra.sweeper.lo={args.lo}",
-                       f"hydra.sweeper.hi={args.hi}", f"hydra.sweeper.resolution={args.resolution}",
-                       f"hydra.sweeper.seeds={len(seeds)}", f"sweep_id={search_id}"]
-        if args.k is not None:
-            search_args.append(f"hydra.sweeper.k={args.k}")
-        print("(b) boundary search ...")
-        t_search = launch(out, search_args, out / "search.log")
-        report(out / "outputs" / "sweeps", grid_id, search_id, ops, seeds, k, axis, rule,
-               t_grid, t_search)
+        for coarse in [int(c) for c in str(args.coarse).split(",")]:
+            sid = f"{search_id}-coarse{coarse}"
+            search_args = [*common, "hydra/sweeper=boundary", f"hydra.sweeper.lo={args.lo}",
+                           f"hydra.sweeper.hi={args.hi}",
+                           f"hydra.sweeper.resolution={args.resolution}",
+                           f"hydra.sweeper.seeds={len(seeds)}", f"hydra.sweeper.coarse={coarse}",
+                           f"sweep_id={sid}"]
+            if args.k is not None:
+                search_args.append(f"hydra.sweeper.k={args.k}")
+            print(f"(b) boundary search, coarse {coarse} ...")
+            t_search = launch(out, search_args, out / f"search-coarse{coarse}.log")
+            report(out / "outputs" / "sweeps", grid_id, sid, ops, seeds, k, axis, rule,
+                   t_grid, t_search)
     finally:
         if args.out is None:
             shutil.rmtree(out, ignore_errors=True)
