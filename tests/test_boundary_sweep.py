@@ -88,6 +88,7 @@ def test_stopped_after_round_0_and_relaunched_it_finds_the_same_and_trains_nothi
     assert searched(result(tmp_path, "b")) == searched(reference)
 
 
+@pytest.mark.slow
 def test_killed_inside_a_round_the_relaunch_replays_it_from_the_runs_on_disk(through, tmp_path):
     """The state is saved before a round is launched; a kill after some of its runs finished
     leaves outcomes unrecorded. Made here by erasing the last round's outcomes."""
@@ -104,6 +105,7 @@ def test_killed_inside_a_round_the_relaunch_replays_it_from_the_runs_on_disk(thr
     assert searched(result(tmp_path, "b")) == searched(reference)
 
 
+@pytest.mark.slow
 def test_killed_with_sigkill_mid_sweep_the_relaunch_finds_the_same(through, tmp_path):
     """A real kill: SIGKILL to the launch's process group once some runs are finished (wherever
     the sweep then is: inside a pack, between rounds, writing its state), then a relaunch."""
@@ -133,6 +135,7 @@ def test_killed_with_sigkill_mid_sweep_the_relaunch_finds_the_same(through, tmp_
     assert searched(result(tmp_path, "b")) == searched(reference)
 
 
+@pytest.mark.slow
 def test_a_grid_sweep_seeds_round_0_and_its_runs_are_not_trained_again(through, tmp_path):
     _, reference = through
     grid = launch(["-m", *PACKED, *CELLS, "frac=0.1,0.5", "seed=0", "sweep_id=grid"], tmp_path)
@@ -146,6 +149,7 @@ def test_a_grid_sweep_seeds_round_0_and_its_runs_are_not_trained_again(through, 
     assert not any("frac=0.1," in n or "frac=0.5," in n for n in names)  # not launched here
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_is_retried_once_then_unknown_never_a_no(through, tmp_path):
     """x+y at frac 0.5 cannot run: its folder holds another config's run (copied from x-y), so
     the folder refuses it, in round 0 and in its retry. The point stays unknown, the search goes
@@ -166,6 +170,7 @@ def test_a_run_that_fails_is_retried_once_then_unknown_never_a_no(through, tmp_p
     assert doc["rows"][1] == reference["rows"][1]  # the other cell is untouched
 
 
+@pytest.mark.slow
 def test_a_relaunch_with_another_search_is_refused(through, tmp_path):
     sweep(tmp_path, "b", "hydra.sweeper.max_rounds=1")
     r = launch(["-m", *SEARCH, *PACKED, *CELLS, "sweep_id=b", "hydra.sweeper.seeds=2"], tmp_path)

@@ -111,7 +111,8 @@ def assert_wandb_holds_every_row(run_dir):
     return summary
 
 
-@pytest.mark.parametrize("sig,step", [("SIGKILL", 310), ("SIGTERM", 290)])
+@pytest.mark.parametrize("sig,step", [("SIGKILL", 310),
+                                      pytest.param("SIGTERM", 290, marks=pytest.mark.slow)])
 def test_a_killed_run_relaunched_has_every_row_in_wandb(tmp_path, sig, step):
     """Killed mid-run (SIGKILL just past its step-300 checkpoint; SIGTERM, which checkpoints the
     step it stopped at first): the rows before the checkpoint that the dead process had logged but
@@ -125,6 +126,7 @@ def test_a_killed_run_relaunched_has_every_row_in_wandb(tmp_path, sig, step):
     assert summary["verdict"] == summary_of(run_dir)["verdict"]
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_final_checkpoint_finishes_its_wandb_run_when_relaunched(tmp_path):
     """Killed between its final checkpoint and its summary (so before W&B's finish): the
     relaunch has nothing to train, but the W&B run gets the rows it lacks and its summary."""
@@ -177,7 +179,8 @@ def test_a_continuation_killed_before_its_summary_gets_the_checkpoints_summary(t
     assert any("same run as" in p for p in problems), problems
 
 
-@pytest.mark.parametrize("step", [210, 380], ids=["at-its-first-eval", "midway"])
+@pytest.mark.parametrize("step", [210, pytest.param(380, marks=pytest.mark.slow)],
+                         ids=["at-its-first-eval", "midway"])
 def test_a_continuation_killed_on_the_way_is_not_complete(tmp_path, step):
     """Continued from 200 to 600 steps and killed on the way (at its first eval: nothing past the
     summary's step yet but config.yaml's budget): status, analysis and load_run all read an
@@ -214,7 +217,8 @@ def continue_source(source, steps):
     return run(compose_cfg([*QUIET, f"train.steps={steps}"]), source)
 
 
-@pytest.mark.parametrize("continued", [1, 2], ids=["source-continued-once", "twice"])
+@pytest.mark.parametrize("continued", [1, pytest.param(2, marks=pytest.mark.slow)],
+                         ids=["source-continued-once", "twice"])
 def test_a_transfer_resumed_after_its_source_continued_records_the_source_it_loaded(tmp_path, continued):
     """A transfer run killed, its source continued (200 -> 300 -> 400 steps) while it was down,
     then resumed: it ends as the uninterrupted transfer from the 200-step source does, and its

@@ -88,7 +88,7 @@ runpy.run_path(%r, run_name="__main__")
 """ % str(ROOT / "launch.py")
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", ["SIGTERM", pytest.param("SIGINT", marks=pytest.mark.slow)])
 def test_a_signal_during_the_step0_snapshot_waits_for_it_and_the_run_resumes(tmp_path, sig):
     """The snapshot is completed, the run checkpoints step 0 and ends of the signal; nothing
     half-written is left, and the relaunch ends bit-identical to a run never stopped."""
