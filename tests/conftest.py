@@ -1,5 +1,7 @@
 """Shared helpers: compose real configs, run launch.py as a user would."""
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -109,3 +111,15 @@ def assert_logged(history_row: dict, row: dict) -> None:
             assert history_row[f"{key}/_type"] == "histogram", key
         else:
             assert history_row[key] == value, key
+
+
+@contextlib.contextmanager
+def in_use(folder):
+    """Hold the folder's lock as another launch working there does (flock on `.lock`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on test\n")
+        f.flush()
+        yield

@@ -7,14 +7,12 @@ Every test here failed on a9ee751 unless its docstring says "passed before" (a g
 keeps what worked). Imports of what the fix added stay inside the tests, so the file runs there.
 """
 
-import fcntl
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, launch
+from conftest import TINY, in_use, launch
 
 LONG = "a" * 300
 SMALL = [*TINY, "train.steps=20", "logger=none"]
@@ -130,17 +128,6 @@ def test_a_sweep_id_out_of_outputs_writes_nothing_anywhere(tmp_path):
         assert lines[0].startswith("error: sweep_id='../../x': holds a path separator")
         assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["a", "a/b"]
 
-
-@contextmanager
-def in_use(folder: Path):
-    """Hold the folder's lock as another launch of the sweep working there does."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.truncate(0)
-        f.write(f"pid {os.getpid()} on test\n")
-        f.flush()
-        yield
 
 
 def test_a_job_in_use_by_another_launch_of_the_sweep_is_one_line(tmp_path):

@@ -6,9 +6,7 @@ finished run rebuilds lost records from its checkpoint; records are strict JSON;
 crafted checkpoint fail one job with one clear line.
 """
 
-import contextlib
 import errno
-import fcntl
 import json
 import os
 import subprocess
@@ -19,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import CONF, ROOT, TINY, compose_cfg, launch, read_metrics
+from conftest import CONF, ROOT, TINY, compose_cfg, in_use, launch, read_metrics
 from omegaconf import OmegaConf
 
 from grok.train import run, train_pack
@@ -38,17 +36,6 @@ def snapshot(folder) -> dict:
     out["."] = (None, folder.stat().st_mtime_ns)
     return out
 
-
-@contextlib.contextmanager
-def in_use(folder):
-    """Hold the folder's lock as another launch working there does (flock on `.lock`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.truncate(0)
-        f.write(f"pid {os.getpid()} on test\n")
-        f.flush()
-        yield
 
 
 def job_dir(sweep, overrides):
