@@ -178,6 +178,48 @@ def test_a_stop_signal_to_the_pool_launcher_stops_every_job_and_the_relaunch_con
     assert all(summary(j)["steps"] == 3000 for j in jobs)
 
 
+LOCAL = ["-m", "hydra/launcher=local", *SMALL, "train.steps=3000", "train.eval_every=100",
+         "train.checkpoint_every=1000", "seed=0,1"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_local_launcher_stops_its_submitit_jobs_and_the_relaunch_continues(tmp_path):
+    """submitit's local jobs ignore SIGTERM and outlived a killed launcher, training on and
+    holding their folders. Now the launcher hands SIGTERM to each job (through submitit's
+    controller): each checkpoints its exact step and ends, no process of the launch is left, and
+    the same command relaunched resumes both where they stopped."""
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, str(ROOT / "launch.py"), *LOCAL, f"hydra.sweep.dir={sweep}"]
+    jobs = [job_dir(sweep, [*LOCAL[2:-1], f"seed={s}"]) for s in range(2)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while not (training(jobs[0], 200) and training(jobs[1], 200)):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() < deadline, "the jobs did not start training"
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=90)
+        time.sleep(1.0)  # a job that outlived its launcher would still be training now
+        left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout
+        assert not left.split(), f"processes of the launch still running: {left}"
+        assert all(lock_is_free(j) for j in jobs), "a job still holds its folder"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    assert proc.returncode == -signal.SIGTERM, err[-3000:]
+    stopped = [read(j / "checkpoint.pt")["step"] for j in jobs]
+    assert all(200 <= s < 3000 and s % 1000 for s in stopped), stopped  # their exact steps
+    assert not any((j / "summary.json").exists() for j in jobs), "a stopped job was marked"
+    r = launch([*LOCAL, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [summary(j)["resumed_from"] for j in jobs] == stopped
+    assert all(summary(j)["steps"] == 3000 for j in jobs)
+
+
 # -- 7. one run's fault fails one run -----------------------------------------------------------
 
 PACK = [*SMALL, "train.snapshot_every=20"]

@@ -98,17 +98,24 @@ def execute_job(num, overrides, hydra_context, config, task_function, singleton_
 
 
 @contextlib.contextmanager
-def held_signals(signals=STOP_SIGNALS):
+def held_signals(signals=STOP_SIGNALS, on_signal=None):
     """Record SIGTERM and SIGINT instead of dying of them, so that the launcher can hand them to
-    its jobs and wait for them first. Yields the list of signals received, in order; on exit the
-    previous handlers are back and the first signal received is raised again under them."""
+    its jobs and wait for them first (`on_signal(signum)`, if given, is called at each). Yields
+    the list of signals received, in order; on exit the previous handlers are back and the first
+    signal received is raised again under them."""
     got: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield got
         return
     previous = {s: signal.getsignal(s) for s in signals}
+
+    def hold(signum, frame):
+        got.append(signum)
+        if on_signal is not None:
+            on_signal(signum)
+
     for s in signals:
-        signal.signal(s, lambda signum, frame: got.append(signum))
+        signal.signal(s, hold)
     try:
         yield got
     finally:
