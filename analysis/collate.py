@@ -265,30 +265,33 @@ def run_rows(*roots, distinct: bool = True) -> tuple[list[dict], list[str]]:
 def from_wandb(path: str, group: str | None = None, api=None, problems: list | None = None) -> pd.DataFrame:
     """The same schema from a W&B project ("entity/project"), one group (sweep) or all.
     Needs the network and an API key; offline runs are read from their folders instead.
-    Runs that are no complete run are left out; with `problems`, one line each is added there."""
+    Runs that are no complete run are left out, and each run is counted once (`once`: two W&B
+    runs of one run, as a re-run or a second sync makes, are one); with `problems`, one line
+    each is added there."""
+    problems = [] if problems is None else problems
     if api is None:
         import wandb
 
         api = wandb.Api()
     runs = api.runs(path, filters={"group": group} if group else None)
-    rows = []
+    good = []
     for r in runs:
         where = f"wandb:{path}/{r.id}"
         summary = dict(r.summary)
         if summary.get("status", "complete") != "complete" or "verdict" not in summary:
             why = summary.get("error") or summary.get("status") or "no verdict"
-            if problems is not None:
-                problems.append(f"{where}: run not complete ({why})")
+            problems.append(f"{where}: run not complete ({why})")
             continue
-        config = {k: v for k, v in r.config.items() if not k.startswith("_")}
-        row = _row(summary, config, where)
+        rec = {"run": where, "summary": summary,
+               "config": {k: v for k, v in r.config.items() if not k.startswith("_")}}
+        row = _row(rec["summary"], rec["config"], where)
         why = check_row(row)
         if why:
-            if problems is not None:
-                problems.append(f"{where}: {why}")
+            problems.append(f"{where}: {why}")
             continue
-        rows.append(row)
-    return pd.DataFrame(rows, columns=COLUMNS)
+        good.append((rec, row))
+    kept = {id(rec) for rec in once([rec for rec, _ in good], problems)}
+    return pd.DataFrame([row for rec, row in good if id(rec) in kept], columns=COLUMNS)
 
 
 def latest_sweep(outputs="outputs") -> Path | None:

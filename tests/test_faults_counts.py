@@ -191,6 +191,32 @@ def test_the_launch_refuses_them_before_anything_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_runs_read_from_wandb_count_once_by_identity():
+    """Two W&B runs of one run (a re-run, a second sync, an op spelled `y+x`) are one row: the
+    one with more steps, the other named `same run as`. A different seed is another run."""
+    from types import SimpleNamespace
+
+    from analysis.collate import from_wandb
+
+    def wb(id_, op, seed, steps):
+        config = {"op": op, "p": 23, "frac": 0.5, "seed": seed, "task": {"name": "add"},
+                  "model": {"name": "nanda"}, "optimizer": {"name": "adamw"}}
+        summary = {"status": "complete", "verdict": "grokked", "memorisation_step": 10,
+                   "grok_step": 50, "best_test_acc": 1.0, "final_test_acc": 1.0, "steps": steps}
+        return SimpleNamespace(id=id_, config=config, summary=summary)
+
+    class Api:
+        def runs(self, path, filters=None):
+            return [wb("a", "x+y", 0, 100), wb("b", "y+x", 0, 200), wb("c", "x+y", 0, 100),
+                    wb("d", "x+y", 1, 100)]
+
+    problems = []
+    df = from_wandb("me/grok", api=Api(), problems=problems)
+    assert sorted(df.run) == ["wandb:me/grok/b", "wandb:me/grok/d"]
+    assert sorted(problems) == ["wandb:me/grok/a: same run as wandb:me/grok/b (which has more steps)",
+                                "wandb:me/grok/c: same run as wandb:me/grok/b"]
+
+
 # -- 9. dropped without a word -------------------------------------------------------------------
 
 @pytest.mark.parametrize("under", ["wandb", ".hydra", "wandb/run-1", "x/.hydra/y"])
