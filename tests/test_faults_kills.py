@@ -257,3 +257,26 @@ def test_a_transfer_started_after_its_source_continued_records_the_new_source(tm
     continue_source(source, 300)
     got = run(compose_cfg([*TRANSFER, f"init.from={source}"]), t)
     assert got.get("init_source_step") == 300
+
+
+@pytest.mark.slow
+def test_a_resume_while_its_source_trains_on_is_refused_in_one_line_then_goes_on(tmp_path):
+    """The source killed midway through a continuation (its checkpoint: unfinished): resuming a
+    transfer run that names it is one line, exit 2, nothing written to the run; once the source
+    finishes, the resume keeps the source it loaded at its start."""
+    source, t = tmp_path / "source", tmp_path / "t"
+    continue_source(source, 200)
+    args = [*TRANSFER, f"init.from={source}"]
+    launch_dying(args, t, step=150)
+    launch_dying([*QUIET, "train.steps=400"], source, step=300)
+    before = {p.name: p.read_bytes() for p in t.iterdir() if p.is_file()}
+    r = subprocess.run([sys.executable, str(ROOT / "launch.py"), *args, f"hydra.run.dir={t}"],
+                       cwd=tmp_path, env=own_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    [line] = r.stderr.strip().splitlines()
+    assert f"init.from={source}" in line and "incomplete" in line and "finish it first" in line
+    assert {p.name: p.read_bytes() for p in t.iterdir() if p.is_file()} == before
+    continue_source(source, 400)
+    got = relaunch(args, t)
+    assert got["init_source_step"] == 200 and got["steps"] == 300
+
