@@ -49,6 +49,33 @@ def test_a_dry_run_of_a_slurm_sweep_without_slurm_lists_the_jobs_and_says_so(tmp
     assert "note: hydra/launcher=slurm: no sbatch or srun on PATH" in r.stdout
 
 
+def fake_slurm(bin_dir: Path, scontrol: str) -> Path:
+    """sbatch and srun that must never run, and an scontrol whose `ping` is `scontrol` (sh)."""
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in [("sbatch", "echo ran >> $0.ran; exit 1"), ("srun", "exit 1"), ("scontrol", scontrol)]:
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("ping, why", [
+    ("echo 'scontrol: fatal: Could not establish a configuration source' >&2; exit 1",
+     "scontrol: fatal: Could not establish a configuration source"),
+    ("echo 'Slurmctld(primary) at head is DOWN'; exit 1", "Slurmctld(primary) at head is DOWN"),
+], ids=["no-config", "controller-down"])
+def test_a_slurm_that_does_not_answer_is_one_line_exit_2_before_any_sbatch(ping, why, tmp_path):
+    """sbatch on PATH but no SLURM behind it: once submitit's FailedJobError traceback after the
+    check; now `scontrol ping` is asked up front, and nothing is submitted or written."""
+    bin_dir = fake_slurm(tmp_path / "bin", ping)
+    r = launch_without_slurm(["-m", "hydra/launcher=slurm", "seed=0,1", *TINY,
+                              f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path, bin_dir)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.splitlines() == [
+        f"error: hydra/launcher=slurm: SLURM does not answer from this machine (`scontrol ping`: {why}); "
+        f"start it or run on the cluster's login node, or hydra/launcher=pool to run here"]
+    assert not (bin_dir / "sbatch.ran").exists() and not (tmp_path / "sweep").exists()
+
+
 def test_the_end_of_a_run_in_words():
     grokked = {"verdict": "grokked", "grok_step": 2650, "best_test_acc": 0.9971278123504069}
     assert outcome(grokked) == "grokked at step 2650, best test acc 0.997"

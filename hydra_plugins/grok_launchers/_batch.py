@@ -23,6 +23,7 @@ import functools
 import os
 import re
 import shutil
+import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -269,14 +270,33 @@ def cannot_submit(config: DictConfig) -> str | None:
     where submitit would fail after the check with a long traceback), or None."""
     if not is_remote(config):
         return None
-    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
-    if not missing:
-        return None
     choice = OmegaConf.select(config, "hydra.runtime.choices", default={}).get("hydra/launcher")
     target = config.hydra.launcher._target_
     name = f"hydra/launcher={choice}" if choice else f"hydra.launcher._target_={target}"
-    return (f"{name}: no {' or '.join(missing)} on PATH, so no SLURM to submit to from this machine "
-            f"(run it on the cluster's login node, or hydra/launcher=pool to run here)")
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        return (f"{name}: no {' or '.join(missing)} on PATH, so no SLURM to submit to from this "
+                f"machine (run it on the cluster's login node, or hydra/launcher=pool to run here)")
+    silent = slurm_silent()
+    if silent:
+        return (f"{name}: SLURM does not answer from this machine (`scontrol ping`: {silent}); "
+                f"start it or run on the cluster's login node, or hydra/launcher=pool to run here")
+    return None
+
+
+def slurm_silent(timeout_s: float = 30) -> str | None:
+    """Why SLURM's controller does not answer (`scontrol ping`'s last line), or None where it does
+    or there is no scontrol to ask. sbatch would otherwise fail inside submitit, traceback and all."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"no answer in {timeout_s:.0f} s"
+    if r.returncode == 0 and "DOWN" not in r.stdout:
+        return None
+    lines = (r.stderr.strip() or r.stdout.strip() or f"exit status {r.returncode}").splitlines()
+    return lines[-1].strip()
 
 
 def groups_of(config_loader) -> set[str]:
