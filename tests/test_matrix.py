@@ -81,6 +81,22 @@ def test_every_task_trains_with_every_model_or_is_refused_in_one_line(task, mode
         assert all(any(k.split("/")[0] == "key_freqs" for k in r) for r in rows)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("task,model", [(t, m) for t in TASKS for m in MODELS if (t, m) not in REFUSED])
+def test_every_pair_at_its_own_sizes_measures_everything(task, model, tmp_path):
+    """The fuller matrix: the configs' own sizes (p=113, widths, data sizes), every measure at
+    every eval (measures=dense), three steps."""
+    cfg = compose_cfg([f"task={task}", f"model={model}", "logger=none", "measures=dense",
+                       "train.steps=3", "train.eval_every=1", "train.checkpoint_every=1000",
+                       "train.early_stop_after=null"])
+    s = run(cfg, tmp_path)
+    rows = read_metrics(tmp_path)
+    assert (s["status"], [r["step"] for r in rows]) == ("complete", [0, 1, 2, 3])
+    skipped = s.get("measures_skipped", {})
+    assert set(skipped) == ({SKIPPED[task, model]} if (task, model) in SKIPPED else set())
+    assert all((KEY[task] in r) == (not skipped) for r in rows)
+
+
 def test_launch_refuses_a_pair_up_front_with_one_line_and_status_2(tmp_path):
     r = launch(["task=sort", "model=mlp", "logger=none"], cwd=tmp_path, timeout=120)
     assert r.returncode == 2
