@@ -37,7 +37,7 @@ KEY = {**{t: "fcr_embed" for t in MODULAR}, "max_element": "attn_to_max",
 # Small sizes, kept only where the task or model has the key; eval at steps 0 and 2; default measures.
 SMALL = {"p": 7, "model.d_model": 16, "model.d_head": 4, "model.d_mlp": 16, "task.n_train": 24,
          "task.n_test": 24, "task.batch": 16, "task.n_max": 60, "train.steps": 2, "train.eval_every": 2,
-         "train.checkpoint_every": 1000, "train.early_stop_after": None, "logger": "none"}
+         "train.checkpoint_every": 1000, "train.early_stop_after": None}
 
 
 def small(task: str, model: str):
@@ -45,7 +45,7 @@ def small(task: str, model: str):
     for key, value in SMALL.items():
         group, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, group) if group else cfg
-        if leaf in node and key != "logger":
+        if leaf in node:
             node[leaf] = value
     return cfg
 
