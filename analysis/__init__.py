@@ -1,5 +1,5 @@
 """Collating sweeps into tables and plots; `load_sweep(dir)`: a sweep as a DataFrame, a row per run."""
 
-from analysis.tidy import load_sweep
+from .tidy import load_sweep
 
 __all__ = ["load_sweep"]

@@ -28,8 +28,9 @@ import hashlib
 import sys
 from pathlib import Path
 
-from analysis.collate import latest_sweep, load_runs
 from grok.record.files import file_in, slug
+
+from .collate import latest_sweep, load_runs
 
 
 def _dirs(args) -> list[Path]:
@@ -46,7 +47,7 @@ def _load(args, distinct: bool = True):
     stderr, `skipped <where>: <why>`; only no run at all stops the command. `distinct`: each
     run once (collate.load_runs); plots draw every copy."""
     if getattr(args, "wandb", None):  # synced runs, through the W&B API (needs the network)
-        from analysis.collate import from_wandb
+        from .collate import from_wandb
 
         problems = []
         runs = from_wandb(args.wandb, group=args.group, problems=problems)
@@ -85,8 +86,8 @@ def default_cols(args) -> str:
 def grids(runs, rows: str, cols: str, agg):
     """[(pool label, table, heatmap shades, pool)] for each pool of runs that differ in the seed
     (and the axes) alone."""
-    from analysis.pooling import pools
-    from analysis.tables import grid, grokked_share
+    from .pooling import pools
+    from .tables import grid, grokked_share
 
     return [(label, grid(part, rows=rows, cols=cols, agg=agg),
              grid(part, rows=rows, cols=cols, agg=grokked_share), part)
@@ -94,9 +95,9 @@ def grids(runs, rows: str, cols: str, agg):
 
 
 def cmd_grid(args):
-    from analysis.plots import heatmap
-    from analysis.pooling import PoolError
-    from analysis.tables import LEGEND, cell, cell_numbers, grok_step_cell, to_markdown
+    from .plots import heatmap
+    from .pooling import PoolError
+    from .tables import LEGEND, cell, cell_numbers, grok_step_cell, to_markdown
 
     runs, dirs, out = _load(args)
     agg = grok_step_cell if args.cell == "grok-step" else cell
@@ -124,7 +125,7 @@ def cmd_grid(args):
 
 
 def cmd_exponents(args):
-    from analysis.tables import exponent_table
+    from .tables import exponent_table
 
     runs, _, out = _load(args)
     table = exponent_table(runs)
@@ -186,8 +187,8 @@ def cmd_plots(args):
 
 
 def cmd_report(args):
-    from analysis.pooling import PoolError
-    from analysis.report import write_report
+    from .pooling import PoolError
+    from .report import write_report
 
     dirs = _dirs(args)
     runs, problems = load_runs(*dirs)
@@ -200,7 +201,7 @@ def cmd_report(args):
     cols = default_cols(args)
     boundary = None
     if (dirs[0] / "boundary.json").exists():  # a boundary sweep: its result heads the page
-        from analysis.boundary import BoundaryError, read
+        from .boundary import BoundaryError, read
 
         try:
             boundary = read(dirs[0])
@@ -217,9 +218,9 @@ def cmd_report(args):
 
 def cmd_phases(args):
     """The phase diagram of each pool: a PNG, and the seeds per phase as CSV and markdown."""
-    from analysis.phases import LEGEND, diagrams, figure, with_phases
-    from analysis.pooling import PoolError
-    from analysis.tables import to_markdown
+    from .phases import LEGEND, diagrams, figure, with_phases
+    from .pooling import PoolError
+    from .tables import to_markdown
 
     dirs = _dirs(args)
     runs, problems = load_runs(*dirs)
@@ -253,7 +254,7 @@ def fail(message: str) -> None:
 
 def cmd_runs(args):
     """A row per run, numbers as numbers (analysis.tidy): a preview, or every column to a file."""
-    from analysis.tidy import load_sweep, preview
+    from .tidy import load_sweep, preview
 
     if args.parquet:
         try:
@@ -285,8 +286,9 @@ def cmd_runs(args):
 
 
 def cmd_labels(args):
-    from analysis.opstats import label_stats, label_uniformity
     from grok.ops import OpError, parse_op
+
+    from .opstats import label_stats, label_uniformity
 
     try:
         op = parse_op(args.op)
@@ -300,7 +302,7 @@ def cmd_labels(args):
 
 
 def _records(args):
-    from analysis.collate import read_records
+    from .collate import read_records
 
     dirs = _dirs(args)
     records, problems = read_records(*dirs)
@@ -322,7 +324,7 @@ def _write_tables(tables, name, legend, dirs, out) -> None:
 
 
 def cmd_mixtures(args):
-    from analysis.mixtures import LEGEND, mixture_runs, mixture_table
+    from .mixtures import LEGEND, mixture_runs, mixture_table
 
     records, problems, dirs, out = _records(args)
     runs = mixture_runs(records, problems)
@@ -335,7 +337,7 @@ def cmd_mixtures(args):
 
 
 def cmd_transfer(args):
-    from analysis.transfer import LEGEND, SCRATCH, transfer_runs, transfer_table
+    from .transfer import LEGEND, SCRATCH, transfer_runs, transfer_table
 
     records, problems, dirs, out = _records(args)
     for line in problems:
@@ -352,7 +354,7 @@ def cmd_transfer(args):
 def cmd_boundary(args):
     from tabulate import tabulate
 
-    from analysis.boundary import BoundaryError, plot, read, table
+    from .boundary import BoundaryError, plot, read, table
 
     sweep = _dirs(args)[0]
     try:
@@ -389,7 +391,10 @@ def folders_parser(sub, name: str, fn):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__,
+    # grok-analysis, the console script of an install, or `python -m analysis` in the checkout
+    script = Path(sys.argv[0]).name
+    prog = "python -m analysis" if script in ("__main__.py", "-c", "") else script
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, fn in (("grid", cmd_grid), ("exponents", cmd_exponents), ("plots", cmd_plots),

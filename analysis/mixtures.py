@@ -5,8 +5,9 @@ or how many seeds grokked all, then each op's median best accuracy over the seed
 
 import pandas as pd
 
-from analysis.collate import cell_keys
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
+
+from .collate import cell_keys
 
 LEGEND = ("✓ every op grokked · per op: ✓ grokked, = generalised without delay, n% best test acc "
           "(median over seeds) · k/n: seeds out of n where every op grokked")

@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.pooling import pools
-from analysis.tables import grid
 from grok.figures import BadRecord, read_metrics
 from grok.record.files import SUMMARY, is_number
 from grok.verdict import (
@@ -36,6 +34,9 @@ from grok.verdict import (
     WINDOW,
     phase,
 )
+
+from .pooling import pools
+from .tables import grid
 
 COLOURS = {COMPREHENSION: "#1a9850", GROKKING: "#91cf60", SEMI_GROKKING: "#fee08b",
            UNGROKKING: "#fc8d59", MEMORISATION: "#d73027", CONFUSION: "#bababa"}

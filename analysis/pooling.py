@@ -14,7 +14,7 @@ task's own `op` key is a default, not the op trained).
 
 import pandas as pd
 
-from analysis.collate import is_modular
+from .collate import is_modular
 
 # Keys that never change what a run computes or how it is judged (where it ran, how it logged,
 # how often it saved, which sweep launched it) and the measures (evaluation only); the objective

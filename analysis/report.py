@@ -20,15 +20,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.boundary import section  # noqa: E402
-from analysis.phases import report_section  # noqa: E402
-from analysis.plots import heatmap  # noqa: E402
-from analysis.pooling import pools  # noqa: E402
-from analysis.tables import LEGEND, axis_labels, cell, grid, grokked_share  # noqa: E402
 from grok.figures import MEASURES, BadRecord, read_metrics, series  # noqa: E402
 from grok.measures import fourier_coeffs, frequency_norms  # noqa: E402
 from grok.record import checkpoint  # noqa: E402
 from grok.record.files import CHECKPOINT, atomic_write  # noqa: E402
+
+from .boundary import section  # noqa: E402
+from .phases import report_section  # noqa: E402
+from .plots import heatmap  # noqa: E402
+from .pooling import pools  # noqa: E402
+from .tables import LEGEND, axis_labels, cell, grid, grokked_share  # noqa: E402
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}
 h1{font-size:1.4em;overflow-wrap:anywhere}h2{border-bottom:1px solid #ccc;padding-top:.5em}

@@ -10,11 +10,12 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
-from analysis.opstats import exponent_pair, label_uniformity
-from analysis.pooling import PoolError, axis_values, pools
 from grok.opkinds import KIND_ORDER, op_kind
 from grok.ops import parse_op
 from grok.verdict import GROKKED, NO_DELAY
+
+from .opstats import exponent_pair, label_uniformity
+from .pooling import PoolError, axis_values, pools
 
 LEGEND = ("✓ grokked (test acc held >= threshold, well after memorising) · "
           "= generalised without delay · n% best test acc (did not generalise) · "

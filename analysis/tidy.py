@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collate import flatten, run_rows
 from grok.record.files import SUMMARY, is_number
+
+from .collate import flatten, run_rows
 
 FIRST = ["run", "sweep_id", "task", "task_desc", "op", "op_pretty", "p", "frac", "seed", "model",
          "optimizer", "verdict", "phase", "onset_step", "memorisation_step", "grok_step", "grok_delay",
@@ -72,7 +73,7 @@ def _row(run: dict) -> dict:
 def _phase(folder: Path, config: dict, summary: dict) -> dict:
     """The run's phase and onset step: its summary's, else read again from its curves; none
     where neither can be read."""
-    from analysis.phases import run_phase
+    from .phases import run_phase
 
     try:
         got, _ = run_phase(folder, config)

@@ -9,8 +9,9 @@ so a transfer that groks earlier than from scratch reads `✓ @1200 (scratch ✓
 
 import pandas as pd
 
-from analysis.collate import cell_keys
 from grok.verdict import GROKKED, NO_DELAY
+
+from .collate import cell_keys
 
 SCRATCH = "from scratch"
 LEGEND = ("✓ grokked · = generalised without delay · n% best test acc (did not generalise) · "

@@ -260,6 +260,15 @@ def excluded_loss(logits_grid, labels, train_mask, key_freqs, direction) -> floa
     return cross_entropy(L[train_mask] - Q[train_mask] @ (Q.T @ L), labels[train_mask])
 
 
+def skipped_fourier(model) -> dict:
+    """{"fourier": why} for a model these measures cannot read: they need the one-layer model's
+    neuron-to-logit map W_L and its `mlp_post` cache (grok/models/tables.py); else {}."""
+    if hasattr(model, "W_L"):
+        return {}
+    return {"fourier": "the Fourier measures read the one-layer token-table model's W_E, W_L and "
+                       "MLP activations (model.impl=auto or tables, 1 layer with an MLP)"}
+
+
 # -- Everything at one eval point --------------------------------------------------------------
 
 def compute(model, p: int, grid_tokens, grid_labels, train_mask, op, eta: float = 0.5,

@@ -11,6 +11,11 @@ single run's HookedTransformer on a fixed probe batch.
 - Attention to the max: the mean attention from END to the position of the largest entry, per
   head (`attn_to_max/H{h}`), and the loss per true maximum (`loss_by_max/{v}`): one skip trigram
   `v .. END v` per value, each with its own phase change.
+
+Every model that can train a task gets its measures: the general model's attention comes from
+its hook points, the one-layer token-table model's from its own cache (the pattern from the last
+query, all that the max needs), and a model without attention (the MLP) gets the measures that
+read logits only; `skipped` names the rest and says why, for the run's summary.
 """
 
 import torch
@@ -18,10 +23,41 @@ import torch.nn.functional as F
 
 from grok.measures import weight_sq  # noqa: F401 - re-exported: every task logs weight norms
 
+NO_HOOKS = "needs attention patterns at every query position (the general model's hook points)"
+NO_ATTENTION = "the model has no attention"
+
+
+def hooked(model) -> bool:
+    """The general model (grok/models/hooked.py): every activation at every position."""
+    return hasattr(model, "run_with_cache")
+
+
+def end_attention(model, tokens: torch.Tensor):
+    """(logits at the last position (B, n_out), attention of block 0 from the last position
+    (B, H, T), or None for a model without attention), for any model of grok.models."""
+    if hooked(model):
+        logits, cache = model.run_with_cache(tokens)
+        return logits[:, -1], cache["blocks.0.attn.hook_pattern"][:, :, -1]
+    cache = {}
+    logits = model(tokens, cache=cache)        # (B, n_out) tables, (B, 1, n_out) MLP
+    return logits.reshape(len(tokens), -1), cache.get("attn")  # tables: (B, H, T) from the last query
+
+
+def skipped(model, measure: str) -> dict:
+    """{measure: why} where `measure` (induction or attn_to_max) does not apply to `model`."""
+    if measure == "induction" and not hooked(model):
+        return {measure: NO_HOOKS}
+    if measure == "attn_to_max" and not (hooked(model) or hasattr(model, "W_Q")):
+        return {measure: NO_ATTENTION}
+    return {}
+
 
 @torch.no_grad()
 def induction(model, tokens: torch.Tensor) -> dict:
-    """tokens (B, 2h): each row a random half repeated."""
+    """tokens (B, 2h): each row a random half repeated. Empty for a model without hook points
+    (`skipped`): no task such a model trains needs it."""
+    if not hooked(model):
+        return {}
     logits, cache = model.run_with_cache(tokens)
     h = tokens.shape[1] // 2
     out = {}
@@ -42,16 +78,18 @@ def induction(model, tokens: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def attention_to_max(model, tokens: torch.Tensor) -> dict:
-    """tokens (B, n+2): START x_1..x_n END, one largest x."""
-    logits, cache = model.run_with_cache(tokens)
+    """tokens (B, n+2): START x_1..x_n END, one largest x. A model without attention gets the
+    loss per maximum only."""
+    logits, pattern = end_attention(model, tokens)
     x = tokens[:, 1:-1]
-    where = x.argmax(1) + 1                                            # position of the max
-    pattern = cache["blocks.0.attn.hook_pattern"][:, :, -1].double()    # (B, H, T) from END
-    to_max = pattern.gather(2, where.view(-1, 1, 1).expand(-1, pattern.shape[1], 1))[..., 0]
-    out = {f"attn_to_max/H{H}": v for H, v in enumerate(to_max.mean(0).tolist())}
-    out["attn_to_max"] = max(out.values())
+    out = {}
+    if pattern is not None:
+        where = (x.argmax(1) + 1).view(-1, 1, 1)                       # position of the max
+        to_max = pattern.double().gather(2, where.expand(-1, pattern.shape[1], 1))[..., 0]
+        out = {f"attn_to_max/H{H}": v for H, v in enumerate(to_max.mean(0).tolist())}
+        out["attn_to_max"] = max(out.values())
     top = x.max(1).values
-    ce = F.cross_entropy(logits[:, -1].double(), top, reduction="none")
+    ce = F.cross_entropy(logits.double(), top, reduction="none")
     for v in top.unique().tolist():
         out[f"loss_by_max/{v}"] = ce[top == v].mean().item()
     return out

@@ -70,6 +70,7 @@ class Run:
         self.budget = cfg.train.steps
         self.files = files or {}
         self.lock = None
+        self.told_skipped = False  # the log line on measures this model lacks: once
         self.refuse_another_config()  # reads only
         self.dir.mkdir(parents=True, exist_ok=True)
         self.lock = FolderLock(self.dir)
@@ -262,7 +263,18 @@ class Run:
         return self.diverged or self.early_stopped or last
 
     def measures(self, model, full: bool) -> dict:
+        if not self.told_skipped:
+            self.told_skipped = True
+            for name, why in self.task.skipped_measures(model).items():
+                log.info("%s: measure %s skipped: %s", self.dir.name, name, why, extra=self._log)
         return self.task.measures(model, self.probe, full, self.cfg.measures)
+
+    def skipped(self, model) -> dict:
+        """The summary's `measures_skipped` ({measure: why}), where measures are on and some of
+        the task's do not apply to this run's model."""
+        mc = self.cfg.measures
+        why = self.task.skipped_measures(model) if mc.every or mc.full_every else {}
+        return {"measures_skipped": why} if why else {}
 
     # -- what the run leaves in its folder ----------------------------------------------------
 
@@ -323,6 +335,7 @@ class Run:
             wall=self.wall(),
             steps_per_s=(self.step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9),
             n_params=sum(w.numel() for w in model.parameters()), resumed_from=self.start_step or None)
+        summary.update(self.skipped(model))
         if self.cfg.train.get("snapshot_every") and not snapshot_path(self.dir, self.step).exists():
             self.snapshot(model)  # the last snapshot is the final model
         # The checkpoint first: once it says done, a summary.json lost or never written (a kill,

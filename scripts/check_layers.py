@@ -16,8 +16,10 @@ def module_name(root: Path, f: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(root: Path, roots: list[str]) -> dict[str, dict[str, int]]:
-    """{module: {imported project module: line}} for every module under `roots`."""
+def imports(root: Path, roots: list[str], aliases: dict[str, str] | None = None) -> dict[str, dict[str, int]]:
+    """{module: {imported project module: line}} for every module under `roots`. `aliases` maps
+    the name a module is installed under to its name in the checkout (grok_analysis: analysis),
+    so an import by either name counts."""
     files = []
     for r in roots:
         path = root / r
@@ -25,6 +27,10 @@ def imports(root: Path, roots: list[str]) -> dict[str, dict[str, int]]:
     mods = {module_name(root, f): f for f in files}
 
     def resolve(name: str) -> str | None:
+        for installed, here in (aliases or {}).items():
+            if name == installed or name.startswith(installed + "."):
+                name = here + name[len(installed):]
+                break
         while name:
             if name in mods:
                 return name
@@ -96,7 +102,7 @@ def breaches(root: Path) -> list[str]:
     conf = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["import-layers"]
     layers = conf["layers"]
     entries = {e: i for i, layer in enumerate(layers) for e in layer}
-    graph = imports(root, conf["roots"])
+    graph = imports(root, conf["roots"], conf.get("aliases"))
     out = []
     for m in sorted(graph):
         if placed(m, entries) is None:

@@ -14,6 +14,10 @@ from hydra import compose, initialize_config_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
+# `launch` and `analysis` are the checkout's names (an install's are grok_launch.launch and
+# grok_analysis): the tests import them from here (pyproject.toml's pytest `pythonpath`), and so
+# do their subprocesses (`python -m analysis`, `-c "import launch"`), from any working directory.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 # A run small enough for a unit test (about 1 ms a step), still a real model and optimizer.
 TINY = ["p=23", "model.d_model=32", "model.d_head=8", "model.d_mlp=64",

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, TINY, launch
 
-AS_CONSOLE_SCRIPT = "import sys; from launch import cli; sys.argv[0] = 'grok-launch'; sys.exit(cli())"
+AS_CONSOLE_SCRIPT = "import sys; from {} import cli; sys.argv[0] = 'grok-launch'; sys.exit(cli())"
 
 
-def console_script(args, cwd, path=ROOT, timeout=120):
+def console_script(args, cwd, path=ROOT, timeout=120, module="launch"):
     """Run `cli` as the grok-launch script pip writes does: launch imported as a module (not
-    __main__), from another working directory."""
+    __main__), from another working directory. `module`: launch in the checkout, grok_launch.launch
+    where an install puts it."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONPATH": str(path)}
-    return subprocess.run([sys.executable, "-c", AS_CONSOLE_SCRIPT, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-c", AS_CONSOLE_SCRIPT.format(module), *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.parametrize("args,says", [
@@ -59,7 +60,7 @@ def test_console_script_finds_its_configs_from_any_directory(tmp_path):
 def test_installed_grok_launch(tmp_path):
     """The grok-launch on PATH, where `pip install -e .` of this checkout put it (CI)."""
     exe = shutil.which("grok-launch")
-    spec = subprocess.run([sys.executable, "-c", "import launch; print(launch.__file__)"],
+    spec = subprocess.run([sys.executable, "-c", "import grok_launch.launch as m; print(m.__file__)"],
                           cwd=tmp_path, capture_output=True, text=True, env={
                               k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     if exe is None or Path(spec.stdout.strip()).resolve() != ROOT / "launch.py":
@@ -85,9 +86,11 @@ def test_a_regular_install_packages_the_configs(tmp_path):
     zipfile.ZipFile(wheel).extractall(site)
     assert (site / "grok/conf/config.yaml").is_file() and (site / "grok/models/hooked.py").is_file()
     assert not (site / "conf").exists()
+    assert (site / "grok_launch/launch.py").is_file() and (site / "grok_analysis/__main__.py").is_file()
+    assert not (site / "launch.py").exists() and not (site / "analysis").exists()
     run_in = tmp_path / "elsewhere"
     run_in.mkdir()
-    r = console_script(["--dry-run", "experiment=nanda"], cwd=run_in, path=site)
+    r = console_script(["--dry-run", "experiment=nanda"], cwd=run_in, path=site, module="grok_launch.launch")
     assert r.returncode == 0 and "1 job(s)" in r.stdout, r.stderr[-2000:]
 
 

@@ -57,6 +57,18 @@ def test_grok_never_imports_analysis(tree):
     assert "grok.runs imports analysis.plots (line" in r.stdout and "grok never imports analysis" in r.stdout
 
 
+@pytest.mark.parametrize("line, named", [
+    ("from grok_analysis.plots import heatmap", "grok never imports analysis"),
+    ("import grok_analysis", "grok never imports analysis"),
+    ("from grok_launch.launch import cli", "which is above it"),
+])
+def test_an_import_by_the_installed_name_counts_as_the_checkouts(tree, line, named):
+    """A regular install names analysis/ grok_analysis and launch.py grok_launch.launch."""
+    plant(tree / "grok" / "runs.py", line)
+    r = check(tree)
+    assert r.returncode == 1 and named in r.stdout, r.stdout
+
+
 def test_a_circle_breaks_the_contract(tree):
     plant(tree / "grok" / "config.py", "from grok.data import make_data")  # data -> sampling -> config
     r = check(tree)

@@ -97,6 +97,11 @@ class Task:
         """Progress measures of `model` (a single run's model): weight norms by default."""
         return weight_sq(model)
 
+    def skipped_measures(self, model) -> dict:
+        """{measure: why} for this task's measures that do not apply to `model` (a single run's):
+        `measures` leaves their keys out, and the run's summary says why (`measures_skipped`)."""
+        return {}
+
 
 def targets_from(tokens: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Next-token targets: target t = tokens[t+1] where mask[t], else -1."""

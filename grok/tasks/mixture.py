@@ -155,8 +155,11 @@ class Mixture(Task):
             start += size
         return out
 
+    def skipped_measures(self, model) -> dict:
+        return measures.skipped_fourier(model)
+
     def measures(self, model, probe, full: bool, mc) -> dict:
-        if not hasattr(model, "W_L"):
+        if self.skipped_measures(model):
             return measures.weight_sq(model)
         kw = dict(eta=mc.eta, fixed_keys=mc.key_freqs)
         out = measures.compute(model, self.p, None, None, None, self.ops[0], full=False, **kw)

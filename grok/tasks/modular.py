@@ -47,7 +47,10 @@ class Modular(Task):
         return tuple(t.to(device) for t in full_grid(self.op, self.p, self.layout, data.train_idx))
 
     def measures(self, model, probe, full: bool, mc) -> dict:
-        if not hasattr(model, "W_L"):  # Fourier measures read the 1-layer model's W_E and W_L
+        if self.skipped_measures(model):
             return measures.weight_sq(model)
         return measures.compute(model, self.p, *(probe if full else (None,) * 3), self.op,
                                 eta=mc.eta, full=full, fixed_keys=mc.key_freqs)
+
+    def skipped_measures(self, model) -> dict:
+        return measures.skipped_fourier(model)

@@ -63,6 +63,9 @@ class RepeatSubseq(Task):
     def measures(self, model, probe, full, mc) -> dict:
         return {**probes.weight_sq(model), **probes.induction(model, probe)}
 
+    def skipped_measures(self, model) -> dict:
+        return probes.skipped(model, "induction")
+
 
 class MaxElement(Task):
     """`START x_1 .. x_n END` with exactly one largest entry; the model outputs it after END
@@ -104,6 +107,9 @@ class MaxElement(Task):
 
     def measures(self, model, probe, full, mc) -> dict:
         return {**probes.weight_sq(model), **probes.attention_to_max(model, probe)}
+
+    def skipped_measures(self, model) -> dict:
+        return probes.skipped(model, "attn_to_max")
 
 
 class Sort(Task):
