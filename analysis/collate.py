@@ -30,6 +30,7 @@ from grok.record.files import CONFIG, SUMMARY, is_number, number
 from grok.record.identity import run_key
 from grok.record.status import continuation
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
+from grok.wandb_view import record_name
 
 COLUMNS = ["sweep_id", "task", "task_desc", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
            "verdict", "memorisation_step", "grok_step", "grok_delay", "best_test_acc",
@@ -265,7 +266,9 @@ def run_rows(*roots, distinct: bool = True) -> tuple[list[dict], list[str]]:
 def from_wandb(path: str, group: str | None = None, api=None, problems: list | None = None) -> pd.DataFrame:
     """The same schema from a W&B project ("entity/project"), one group (sweep) or all.
     Needs the network and an API key; offline runs are read from their folders instead.
-    Runs that are no complete run are left out; with `problems`, one line each is added there."""
+    Runs that are no complete run are left out; with `problems`, one line each is added there.
+    Summary keys are read by the record's names: logged under W&B sections (`test/best_acc`) or
+    before them (`best_test_acc`), grok.wandb_view.record_name."""
     if api is None:
         import wandb
 
@@ -274,7 +277,7 @@ def from_wandb(path: str, group: str | None = None, api=None, problems: list | N
     rows = []
     for r in runs:
         where = f"wandb:{path}/{r.id}"
-        summary = dict(r.summary)
+        summary = {record_name(k): v for k, v in dict(r.summary).items()}
         if summary.get("status", "complete") != "complete" or "verdict" not in summary:
             why = summary.get("error") or summary.get("status") or "no verdict"
             if problems is not None:

@@ -102,8 +102,12 @@ def assert_same_run(reference, run_dir):
 
 
 def assert_logged(history_row: dict, row: dict) -> None:
-    """A local metrics row is what W&B logged at that step: the same keys and numbers, and each
-    non-empty list (per-neuron, per-frequency) as a W&B histogram (grok.wandb_view)."""
+    """A local metrics row is what W&B logged at that step: the same keys (W&B's under their
+    sections, read back by grok.wandb_view.record_name) and numbers, and each non-empty list
+    (per-neuron, per-frequency) as a W&B histogram (grok.wandb_view)."""
+    from grok.wandb_view import record_name
+
+    history_row = {record_name(k): v for k, v in history_row.items()}
     keys = {k.split("/_type")[0] for k in history_row if not k.endswith(("/values", "/bins"))}
     assert keys - {"_step"} == set(row)  # absent measures absent in both
     for key, value in row.items():
