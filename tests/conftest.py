@@ -117,6 +117,14 @@ def assert_logged(history_row: dict, row: dict) -> None:
             assert history_row[key] == value, key
 
 
+def wandb_files(run_dir) -> list:
+    """The transaction logs of the W&B run of `run_dir` (its checkpoint's id), wherever it keeps
+    them (grok.tracking.run_files: a sweep's job in <sweep>/wandb)."""
+    from grok.tracking import run_files
+
+    return run_files(run_dir, torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)["wandb_id"])
+
+
 @contextlib.contextmanager
 def in_use(folder):
     """Hold the folder's lock as another launch working there does (flock on `.lock`)."""
