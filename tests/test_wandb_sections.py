@@ -175,3 +175,25 @@ def test_a_launched_sweep_keeps_its_wandb_runs_together(tmp_path):
     assert len(runs) == 2
     check_sectioned(sweep, runs)
     check_cli_finds_every_run(sweep, runs)
+
+
+def test_a_jobs_wandb_run_is_found_in_the_sweep_folder_and_in_its_own_from_before(tmp_path):
+    """A job of a sweep resumed after its W&B runs moved to <sweep>/wandb finds the part it
+    logged before in <job>/wandb too (the replay reads both), oldest first; other runs' and
+    wandb's latest-run link are not its."""
+    from grok.tracking import run_files, wandb_root
+
+    sweep, job = tmp_path / "s", tmp_path / "s" / "seed=0"
+    for d in ("s/seed=0/wandb/offline-run-20261201_100000-abc", "s/wandb/offline-run-20261207_100000-abc",
+              "s/wandb/run-20261205_100000-abc", "s/wandb/offline-run-20261207_100000-other"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / f"run-{d.rsplit('-', 1)[1]}.wandb").touch()
+    (sweep / "wandb" / "latest-run").symlink_to(sweep / "wandb" / "offline-run-20261207_100000-abc")
+    assert wandb_root(job) == job  # no sweeper's multirun.yaml: a single run's folder
+    assert [p.parent.name for p in run_files(job, "abc")] == ["offline-run-20261201_100000-abc"]
+    (sweep / "multirun.yaml").touch()
+    assert wandb_root(job) == sweep
+    assert [str(p.relative_to(tmp_path)) for p in run_files(job, "abc")] == [
+        "s/seed=0/wandb/offline-run-20261201_100000-abc/run-abc.wandb",
+        "s/wandb/run-20261205_100000-abc/run-abc.wandb",
+        "s/wandb/offline-run-20261207_100000-abc/run-abc.wandb"]
