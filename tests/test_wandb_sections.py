@@ -160,6 +160,16 @@ def test_a_sweeps_offline_runs_have_sectioned_keys_and_launch_log(sweep):
     check_sectioned(*sweep)
 
 
+def test_the_sweeps_wandb_folder_is_no_run_to_analysis(sweep):
+    """W&B's copies of config.yaml and summary.json in <sweep>/wandb/*/files are no runs."""
+    from analysis.collate import load_runs
+
+    sweep_dir, runs = sweep
+    assert list((sweep_dir / "wandb").glob("offline-run-*/files/summary.json"))
+    df, problems = load_runs(sweep_dir)
+    assert sorted(df.run) == sorted(str(job) for job in runs) and problems == []
+
+
 def test_wandb_sync_and_leet_from_the_sweep_folder_find_every_run(sweep):
     check_cli_finds_every_run(*sweep)
 
@@ -197,3 +207,19 @@ def test_a_jobs_wandb_run_is_found_in_the_sweep_folder_and_in_its_own_from_befor
         "s/seed=0/wandb/offline-run-20261201_100000-abc/run-abc.wandb",
         "s/wandb/run-20261205_100000-abc/run-abc.wandb",
         "s/wandb/offline-run-20261207_100000-abc/run-abc.wandb"]
+
+
+def test_a_continued_job_appends_to_its_wandb_run_in_the_sweep_folder(tmp_path):
+    sweep, job = tmp_path / "s", tmp_path / "s" / "seed=0"
+    job.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("sweep_id: s\n")
+    args = ["task=poly", "op=x+y", "sweep_id=s", *TINY, "measures=off", "logger.log_plot=false"]
+    run(compose_cfg([*args, "train.steps=20"]), job)
+    run(compose_cfg([*args, "train.steps=30"]), job)  # continues the finished run
+    files = wandb_files(job)
+    assert len(files) == 2 and {f.parent.parent for f in files} == {sweep / "wandb"}
+    for f in files:
+        wait_until_finished(f)
+    runs = [read_run(f) for f in files]
+    assert len({r["run_id"] for r in runs}) == 1
+    assert sorted(h["_step"] for r in runs for h in r["history"]) == [0, 10, 20, 30]
