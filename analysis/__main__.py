@@ -65,15 +65,15 @@ def _load(args, distinct: bool = True):
 
 
 def wandb_api(path: str):
-    """The W&B API for `--wandb path`; with no API key (WANDB_API_KEY, ~/.netrc: `wandb login`)
-    one line and exit status 2, before any work, not wandb's traceback."""
+    """The W&B API for `--wandb path`; with no API key (WANDB_API_KEY, ~/.netrc: `wandb login`),
+    or one W&B refuses, one line and exit status 2, before any work, not wandb's traceback."""
     import wandb
 
     try:
         return wandb.Api()
-    except wandb.errors.Error as e:
-        print(f"error: --wandb {path}: {' '.join(str(e).split())} (or set WANDB_API_KEY)",
-              file=sys.stderr)
+    except wandb.errors.Error as e:  # UsageError: no key; AuthenticationError: refused, no network
+        hint = " (or set WANDB_API_KEY)" if isinstance(e, wandb.errors.UsageError) else ""
+        print(f"error: --wandb {path}: {' '.join(str(e).split())}{hint}", file=sys.stderr)
         sys.exit(2)
 
 
