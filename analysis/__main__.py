@@ -50,7 +50,7 @@ def _load(args, distinct: bool = True):
         from .collate import from_wandb
 
         problems = []
-        runs = from_wandb(args.wandb, group=args.group, problems=problems)
+        runs = from_wandb(args.wandb, group=args.group, api=args.api, problems=problems)
         dirs = [f"wandb:{args.wandb}" + (f"/{args.group}" if args.group else "")]
         out = Path(args.out or "outputs/analysis")
     else:
@@ -63,6 +63,19 @@ def _load(args, distinct: bool = True):
         sys.exit(f"error: no complete runs in {', '.join(map(str, dirs))}")
     out.mkdir(parents=True, exist_ok=True)
     return runs, dirs, out
+
+
+def wandb_api(path: str):
+    """The W&B API for `--wandb path`; with no API key (WANDB_API_KEY, ~/.netrc: `wandb login`),
+    or one W&B refuses, one line and exit status 2, before any work, not wandb's traceback."""
+    import wandb
+
+    try:
+        return wandb.Api()
+    except wandb.errors.Error as e:  # UsageError: no key; AuthenticationError: refused, no network
+        hint = " (or set WANDB_API_KEY)" if isinstance(e, wandb.errors.UsageError) else ""
+        print(f"error: --wandb {path}: {' '.join(str(e).split())}{hint}", file=sys.stderr)
+        sys.exit(2)
 
 
 def tag(dirs) -> str:
@@ -438,6 +451,8 @@ def main(argv=None):
     p.add_argument("--splits", type=int, default=100)
     p.set_defaults(fn=cmd_labels)
     args = ap.parse_args(argv)
+    if getattr(args, "wandb", None):
+        args.api = wandb_api(args.wandb)
     args.fn(args)
 
 

@@ -30,6 +30,7 @@ from grok.record.files import CONFIG, SUMMARY, is_number, number
 from grok.record.identity import run_key
 from grok.record.status import continuation
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
+from grok.wandb_view import record_name
 
 COLUMNS = ["sweep_id", "task", "task_desc", "op", "op_pretty", "p", "frac", "seed", "model", "optimizer",
            "verdict", "memorisation_step", "grok_step", "grok_delay", "best_test_acc",
@@ -267,7 +268,8 @@ def from_wandb(path: str, group: str | None = None, api=None, problems: list | N
     Needs the network and an API key; offline runs are read from their folders instead.
     Runs that are no complete run are left out, and each run is counted once (`once`: two W&B
     runs of one run, as a re-run or a second sync makes, are one); with `problems`, one line
-    each is added there."""
+    each is added there. Summary keys are read by the record's names: logged under W&B sections
+    (`test/best_acc`) or before them (`best_test_acc`), grok.wandb_view.record_name."""
     problems = [] if problems is None else problems
     if api is None:
         import wandb
@@ -277,7 +279,7 @@ def from_wandb(path: str, group: str | None = None, api=None, problems: list | N
     good = []
     for r in runs:
         where = f"wandb:{path}/{r.id}"
-        summary = dict(r.summary)
+        summary = {record_name(k): v for k, v in dict(r.summary).items()}
         if summary.get("status", "complete") != "complete" or "verdict" not in summary:
             why = summary.get("error") or summary.get("status") or "no verdict"
             problems.append(f"{where}: run not complete ({why})")

@@ -7,6 +7,12 @@ checkpoint that the earlier transaction logs of its W&B run lack (`replay`): the
 holds every row metrics.jsonl holds, however the process died. Replaying from the local record,
 rather than flushing at each checkpoint, needs no W&B internals and covers a SIGKILL, whose rows
 since the last flush no flush could save.
+
+Where: the runs of a sweep keep their W&B runs together in `<sweep>/wandb/` (`wandb_root`), so
+`wandb sync`, `wandb sync --dry-run` and `wandb leet` run in the sweep folder (or given
+`<sweep>/wandb`) find every run of it; a single run keeps its own in `<run>/wandb/`. A W&B run
+is found by its id (kept in the checkpoint), in either place: a run resumed from before this
+layout appends to the same W&B run.
 """
 
 import logging
@@ -17,10 +23,10 @@ from omegaconf import DictConfig
 
 import grok.wandb_view as view
 from grok.figures import plot_run
-from grok.record.files import CHECKPOINT, CONFIG, METRICS, SUMMARY
+from grok.record.files import CHECKPOINT, CONFIG, LAUNCH_LOG, METRICS, SUMMARY
 from grok.record.local import as_trained
 from grok.verdict import GROKKED, NO_DELAY, NOT_GENERALISED
-from grok.wandb_offline import find_run_files, read_run
+from grok.wandb_offline import read_run
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,7 @@ class WandbRun:
     def __init__(self, cfg: DictConfig, run_dir: Path, run_id: str, task=None, rows=()):
         """`rows`: a resumed run's rows so far (its checkpoint's), replayed where W&B lacks them."""
         self.run, self.cfg, self.dir = None, cfg, Path(run_dir)
+        self.ops = tuple(task.groups) if task else ()  # keys of these go under W&B's ops/
         if cfg.logger.name != "wandb" or cfg.logger.mode == "disabled":
             return
         held = logged_steps(self.dir, run_id) if rows else set()  # before this process' own log
@@ -40,7 +47,7 @@ class WandbRun:
 
             self.run = wandb.init(
                 project=cfg.logger.project, entity=cfg.logger.entity, group=str(cfg.sweep_id),
-                job_type="train", dir=str(run_dir), mode=cfg.logger.mode, id=run_id,
+                job_type="train", dir=str(wandb_root(self.dir)), mode=cfg.logger.mode, id=run_id,
                 resume="allow", config=as_trained(cfg),
                 name=view.run_name(cfg, task) if task else None,
                 tags=view.run_tags(cfg, task) if task else None,
@@ -76,27 +83,28 @@ class WandbRun:
         """One eval row at `step` (W&B turned off for this run on any error)."""
         if self.run is not None:
             try:
-                self.run.log(view.wandb_row(row), step=step)
+                self.run.log(view.wandb_row(row, self.ops), step=step)
             except Exception as e:  # noqa: BLE001
                 log.warning("W&B logging failed, disabling it: %s", e)
                 self.run = None
 
     def finish(self, summary: dict | None = None) -> None:
-        """Summary and verdict tag, the run's summary.json and its plot (the figure
-        `python -m analysis plots` draws) as files, the checkpoint as an artifact if
-        `logger.log_checkpoint`."""
+        """Summary and verdict tag, the run's summary.json, launch.log (its log up to here) and
+        plot (the figure `python -m analysis plots` draws) as files, the checkpoint as an
+        artifact if `logger.log_checkpoint`."""
         if self.run is None:
             return
         try:
             if summary:
                 # grok and memorisation steps stay even when null: "never reached" is a result
-                self.run.summary.update({k: v for k, v in summary.items() if v is not None or k in (
-                    "grok_step", "memorisation_step")})
+                self.run.summary.update({view.summary_key(k): v for k, v in summary.items()
+                                         if v is not None or k in ("grok_step", "memorisation_step")})
                 if summary.get("verdict"):
                     old = [t for t in self.run.tags if t not in (GROKKED, NO_DELAY, NOT_GENERALISED)]
                     self.run.tags = (*old, summary["verdict"])
-            if (self.dir / SUMMARY).exists():
-                self._save(self.dir / SUMMARY)
+            for name in (SUMMARY, LAUNCH_LOG):
+                if (self.dir / name).exists():
+                    self._save(self.dir / name)
             if summary and self.cfg.logger.get("log_plot", True) and (self.dir / METRICS).exists():
                 self._save(plot_run(self.dir, Path(self.run.dir) / "curves.png"))
             if self.cfg.logger.get("log_checkpoint") and (self.dir / CHECKPOINT).exists():
@@ -115,10 +123,20 @@ class WandbRun:
 
 
 
+def wandb_root(run_dir: Path) -> Path:
+    """The folder whose wandb/ holds this run's W&B runs: the sweep's, for a job of a sweep
+    (every sweeper writes multirun.yaml in the sweep folder), else the run folder."""
+    run_dir = Path(run_dir)
+    return run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else run_dir
+
+
 def run_files(run_dir: Path, run_id: str) -> list[Path]:
-    """The transaction logs of the W&B run `run_id` under `run_dir`/wandb, one per process that
-    logged to it."""
-    return [p for p in find_run_files(Path(run_dir) / "wandb") if p.name == f"run-{run_id}.wandb"]
+    """The transaction logs of the W&B run `run_id`, one per process that logged to it, oldest
+    first: in `wandb_root`/wandb, and in `run_dir`/wandb where a sweep's job kept them before its
+    runs were kept together. W&B names each process' folder `[offline-]run-<time>-<id>`."""
+    roots = dict.fromkeys([Path(run_dir) / "wandb", wandb_root(run_dir) / "wandb"])
+    found = {p for root in roots for p in root.glob(f"*run-*-{run_id}/run-{run_id}.wandb")}
+    return sorted(found, key=lambda p: p.parent.name.removeprefix("offline-"))
 
 
 def logged_steps(run_dir: Path, run_id: str) -> set[int]:

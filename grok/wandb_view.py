@@ -2,7 +2,14 @@
 (task, op kind, model, optimizer, and the verdict once known), every metric charted against
 `step`, summaries that keep the best values, and list-valued measures as histograms W&B can draw.
 
-The local record (metrics.jsonl) keeps every list exactly; W&B gets the same keys at the same
+Keys: the local record keeps its names; W&B gets them under sections (`wandb_key`; the text before
+the first "/" is a W&B panel section), so a new workspace shows train against test unbuilt:
+`train_acc` -> `train/acc`, `test_loss` -> `test/loss`, `lr` -> `train/lr`, a mixture's per-op
+keys under `ops/`, per-position (per-digit) ones under `positions/`, the measures under
+`measures/`. `record_name` maps back, and leaves a key logged before the sections as it is.
+Table: docs/wandb.md.
+
+The local record (metrics.jsonl) keeps every list exactly; W&B gets the same values at the same
 steps, with lists as `wandb.Histogram`:
 - `fourier_norms_*` (one norm per Fourier basis vector: constant, cos 1, sin 1, cos 2, ...) as a
   bar per basis vector, so W&B's histogram panel shows the spectrum over training;
@@ -17,6 +24,45 @@ from omegaconf import DictConfig
 SUMMARIES = {"test_acc": "max,last", "train_acc": "max,last", "test_loss": "min,last",
              "train_loss": "min,last"}
 MAX_BINS = 512  # wandb.Histogram's limit
+
+# Record name -> W&B key: the one place both the logger and `analysis --wandb` read.
+SECTIONED = {"train_loss": "train/loss", "train_acc": "train/acc", "lr": "train/lr",
+             "test_loss": "test/loss", "test_acc": "test/acc",
+             # summary.json's numbers of one side
+             "final_train_loss": "train/final_loss", "final_train_acc": "train/final_acc",
+             "final_test_loss": "test/final_loss", "final_test_acc": "test/final_acc",
+             "best_test_acc": "test/best_acc", "best_test_step": "test/best_step"}
+RECORD = {v: k for k, v in SECTIONED.items()}
+PREFIXED = ("measures/", "ops/", "positions/")  # sections whose key is the record name prefixed
+
+
+def wandb_key(name: str, ops=()) -> str:
+    """The W&B key of eval row key `name`; `ops`: the task's groups (a mixture's ops), whose
+    `<metric>/<op>` keys go under `ops/`. `step` stays the x axis."""
+    if name == "step" or name in SECTIONED:
+        return SECTIONED.get(name, name)
+    head, _, rest = name.partition("/")
+    if rest and rest in ops:
+        return f"ops/{name}"
+    if rest and head in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        return f"positions/{name}"  # one answer position's (a digit's) loss or accuracy
+    return f"measures/{name}"
+
+
+def summary_key(name: str) -> str:
+    """The W&B summary key of summary.json key `name`: a side's numbers under that side,
+    the run's verdict, steps and identity as they are."""
+    return SECTIONED.get(name, name)
+
+
+def record_name(key: str) -> str:
+    """The record's name of W&B key `key`, logged with sections or before them (unchanged)."""
+    if key in RECORD:
+        return RECORD[key]
+    for prefix in PREFIXED:
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key
 
 
 def run_name(cfg: DictConfig, task) -> str:
@@ -48,7 +94,7 @@ def define_metrics(run) -> None:
     run.define_metric("step")
     run.define_metric("*", step_metric="step")
     for key, summary in SUMMARIES.items():
-        run.define_metric(key, step_metric="step", summary=summary)
+        run.define_metric(wandb_key(key), step_metric="step", summary=summary)
 
 
 def _numbers(v) -> bool:
@@ -69,6 +115,7 @@ def histogram(key: str, values: list):
     return wandb.Histogram(values)
 
 
-def wandb_row(row: dict) -> dict:
-    """An eval row as W&B gets it: lists of numbers as histograms, the rest as it is."""
-    return {k: histogram(k, v) if _numbers(v) else v for k, v in row.items()}
+def wandb_row(row: dict, ops=()) -> dict:
+    """An eval row as W&B gets it: keys under their sections (`wandb_key`), lists of numbers as
+    histograms, the rest as it is."""
+    return {wandb_key(k, ops): histogram(k, v) if _numbers(v) else v for k, v in row.items()}

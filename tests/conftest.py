@@ -106,8 +106,12 @@ def assert_same_run(reference, run_dir):
 
 
 def assert_logged(history_row: dict, row: dict) -> None:
-    """A local metrics row is what W&B logged at that step: the same keys and numbers, and each
-    non-empty list (per-neuron, per-frequency) as a W&B histogram (grok.wandb_view)."""
+    """A local metrics row is what W&B logged at that step: the same keys (W&B's under their
+    sections, read back by grok.wandb_view.record_name) and numbers, and each non-empty list
+    (per-neuron, per-frequency) as a W&B histogram (grok.wandb_view)."""
+    from grok.wandb_view import record_name
+
+    history_row = {record_name(k): v for k, v in history_row.items()}
     keys = {k.split("/_type")[0] for k in history_row if not k.endswith(("/values", "/bins"))}
     assert keys - {"_step"} == set(row)  # absent measures absent in both
     for key, value in row.items():
@@ -115,6 +119,14 @@ def assert_logged(history_row: dict, row: dict) -> None:
             assert history_row[f"{key}/_type"] == "histogram", key
         else:
             assert history_row[key] == value, key
+
+
+def wandb_files(run_dir) -> list:
+    """The transaction logs of the W&B run of `run_dir` (its checkpoint's id), wherever it keeps
+    them (grok.tracking.run_files: a sweep's job in <sweep>/wandb)."""
+    from grok.tracking import run_files
+
+    return run_files(run_dir, torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)["wandb_id"])
 
 
 @contextlib.contextmanager

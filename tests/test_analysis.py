@@ -194,13 +194,14 @@ def test_cli_grid_from_wandb_uses_the_api(monkeypatch, tmp_path, capsys):
     seen = {}
 
     def fake(path, group=None, api=None, problems=None):
-        seen.update(path=path, group=group)
+        seen.update(path=path, group=group, api=api)
         return pd.DataFrame([{"sweep_id": "g", "task": "poly", "op": "x^2+y^2", "op_pretty": "x^2+y^2",
                               "p": 97, "frac": 0.5, "seed": 0, "model": "furuta",
                               "optimizer": "adamw", "verdict": "grokked", "best_test_acc": 1.0}])
 
     monkeypatch.setattr(collate, "from_wandb", fake)
+    monkeypatch.setattr("wandb.Api", lambda: "api")  # an API key is checked before any work
     analysis_main(["grid", "--wandb", "me/grok", "--group", "g", "--out", str(tmp_path)])
-    assert seen == {"path": "me/grok", "group": "g"}
+    assert seen == {"path": "me/grok", "group": "g", "api": "api"}
     assert "✓" in capsys.readouterr().out
     assert len(list(tmp_path.glob("grid_wandb_me_grok_g-*_frac-by-op.csv"))) == 1

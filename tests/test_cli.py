@@ -5,10 +5,10 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import TINY, assert_logged, launch
+from conftest import TINY, assert_logged, launch, wandb_files
 
 from grok.record.identity import job_dirname
-from grok.wandb_offline import find_run_files, read_run, wait_until_finished
+from grok.wandb_offline import read_run, wait_until_finished
 
 BAD = [
     (["task=poly", "op=x+z"], "'x+z'"),
@@ -64,7 +64,7 @@ def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
     r = launch(["-m", "task=poly", "op=x+y,x2+y2", "frac=0.5,0.7", *TINY,
                 f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
-    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name != "wandb")  # W&B's: below
     assert {p.name for p in runs} == {job_dirname(["task=poly", f"op={op}", f"frac={frac}", *TINY])
                                       for op in ("x+y", "x2+y2") for frac in (0.5, 0.7)}
     seen, groups = set(), set()
@@ -76,7 +76,8 @@ def test_sweep_two_ops_two_fracs_local_records_match_offline_wandb(tmp_path):
         assert list(metrics.step) == list(range(0, 61, 10))
         assert f"frac: {summary['frac']}" in config
         seen.add((summary["op"], summary["frac"]))
-        files = find_run_files(run)
+        files = wandb_files(run)
+        assert files[0].parent.parent == sweep / "wandb"  # the sweep's W&B runs together
         assert len(files) == 1
         wait_until_finished(files[0])
         wb = read_run(files[0])

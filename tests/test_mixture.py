@@ -84,7 +84,9 @@ def test_mixture_records_per_op_metrics_verdicts_and_wandb(tmp_path):
     [f] = find_run_files(tmp_path)
     wait_until_finished(f)
     w = read_run(f)
-    assert [h["test_acc/xy"] for h in w["history"]] == [r["test_acc/xy"] for r in rows]
+    assert [h["ops/test_acc/xy"] for h in w["history"]] == [r["test_acc/xy"] for r in rows]
+    assert [h["ops/neuron_freq/xy/_type"] for h in w["history"] if "ops/neuron_freq/xy/_type" in h] == \
+        ["histogram"] * len(full)  # a per-op measure in the ops section too
     assert w["summary"]["per_op"]["x+y"]["verdict"] == summary["per_op"]["x+y"]["verdict"]
     assert w["config"]["ops"] == ["x+y", "x*y"]
 

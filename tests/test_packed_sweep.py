@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import TINY, assert_logged, launch, read_metrics
+from conftest import TINY, assert_logged, launch, read_metrics, wandb_files
 
-from grok.wandb_offline import find_run_files, read_run, wait_until_finished
+from grok.wandb_offline import read_run, wait_until_finished
 
 SWEEP = ["task=poly", "op=x+y,x-y,xy", "frac=0.5,0.7", "seed=0,1", *TINY, "train.steps=100",
          "train.dtype=float64", "measures.full_every=2"]
@@ -53,7 +53,7 @@ def test_packed_sweep_leaves_the_records_of_single_runs(sweeps):
         assert a.keys() == b.keys() and a["status"] == "complete"
         assert a["sweep_id"] == packed.name
         # W&B: one run per job in the sweep's group, the local record's metrics
-        (f,) = find_run_files(job)
+        (f,) = wandb_files(job)
         wait_until_finished(f)
         w = read_run(f)
         assert w["config"]["sweep_id"] == packed.name

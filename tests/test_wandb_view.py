@@ -9,6 +9,7 @@ from conftest import TINY, compose_cfg, read_metrics
 
 from grok.train import run
 from grok.wandb_offline import find_run_files, read_run, wait_until_finished
+from grok.wandb_view import record_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -42,18 +43,19 @@ def test_every_metric_against_step_and_summaries_keep_the_best(logged):
     _, wb, rows, summary = logged
     assert wb["metrics"]["step"]["step_metric"] == ""
     assert wb["metrics"]["*"]["step_metric"] == "step"
-    assert set(wb["metrics"]["test_acc"]["summary"]) == {"max", "last"}
-    assert set(wb["metrics"]["test_loss"]["summary"]) == {"min", "last"}
-    assert wb["summary"]["test_acc"]["max"] == max(r["test_acc"] for r in rows)
-    assert wb["summary"]["test_acc"]["last"] == rows[-1]["test_acc"]
+    assert set(wb["metrics"]["test/acc"]["summary"]) == {"max", "last"}
+    assert set(wb["metrics"]["test/loss"]["summary"]) == {"min", "last"}
+    assert wb["summary"]["test/acc"]["max"] == max(r["test_acc"] for r in rows)
+    assert wb["summary"]["test/acc"]["last"] == rows[-1]["test_acc"]
     assert wb["summary"]["grok_step"] == summary["grok_step"]
-    assert wb["summary"]["best_test_acc"] == summary["best_test_acc"]
+    assert wb["summary"]["test/best_acc"] == summary["best_test_acc"]
     assert [h["step"] for h in wb["history"]] == [r["step"] for r in rows]
 
 
 def test_list_measures_are_histograms(logged):
     _, wb, rows, _ = logged
-    full = [(h, r) for h, r in zip(wb["history"], rows) if "neuron_freq" in r]
+    full = [({record_name(k): v for k, v in h.items()}, r)
+            for h, r in zip(wb["history"], rows) if "neuron_freq" in r]
     assert len(full) >= 3
     for h, r in full:
         # (wandb-core stores a histogram as its keys _type, values and bins under the name)

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "metrics.jsonl", "summary.json", "checkpoint.pt"
+LAUNCH_LOG = "launch.log"  # the run's log lines (Hydra's job log, or the pack launcher's)
 
 # Non-finite floats as JSON writers spell them: bare NaN (Python's json), or as strings.
 NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
