@@ -14,8 +14,10 @@ same configs into the same folder finds every run it has trained (a complete run
 an unfinished one resumed) and trains none twice.
 """
 
+import contextlib
 import functools
 import json
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -105,16 +107,33 @@ def run(configs, sweep_dir, *, max_pack: int | None = None) -> list:
         raise BadInput(error)
     dirs = [sweep / n for n in names]
     rets = [None] * len(cfgs)
-    for pack in plan_packs(checked, max_pack):
-        prepared = [(checked[i][0], _job(dirs[i])) for i in pack]
-        for i, ret in zip(pack, train_pack_jobs(prepared, [checked[i][1] for i in pack])):
-            rets[i] = ret
+    with _info_logged():
+        for pack in plan_packs(checked, max_pack):
+            prepared = [(checked[i][0], _job(dirs[i])) for i in pack]
+            for i, ret in zip(pack, train_pack_jobs(prepared, [checked[i][1] for i in pack])):
+                rets[i] = ret
     # a failed JobReturn raises its error when asked for return_value; _return_value holds it
     failed = [f"{d}: {r._return_value}" for d, r in zip(dirs, rets) if r.status == JobStatus.FAILED]
     if failed:
         raise RunFailed(f"{len(failed)} of {len(cfgs)} run(s) failed (see launch.log there): "
                         + "; ".join(failed))
     return [load_run(d) for d in dirs]
+
+
+@contextlib.contextmanager
+def _info_logged():
+    """The runs' INFO lines reach their launch.log (train_pack_jobs' handler on the root logger)
+    as under Hydra's job logging (root at INFO), whatever level the caller's root logger has."""
+    loggers = [logging.getLogger(n) for n in ("grok", "hydra_plugins.grok_launchers")]
+    levels = [g.level for g in loggers]
+    for g in loggers:
+        if g.getEffectiveLevel() > logging.INFO:
+            g.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        for g, level in zip(loggers, levels):
+            g.setLevel(level)
 
 
 def _job(run_dir: Path):

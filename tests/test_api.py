@@ -55,17 +55,22 @@ def test_run_trains_a_pack_into_a_sweep_folder_and_a_second_call_trains_nothing(
         for s in (0, 1)]
     assert all(r.summary["status"] == "complete" and r.steps == [0, 10, 20] for r in records)
     assert {r.config.sweep_id for r in records} == {"nb"}  # the sweep folder names the sweep
+    for r in records:  # each run's log lines in its own launch.log, as in a CLI sweep
+        log = (r.dir / "launch.log").read_text()
+        assert "pack of 2 runs" in log and f"{r.dir.name} step     20" in log
     df = analysis.load_sweep(sweep)
     assert sorted(df.seed) == [0, 1] and set(df.p) == {23} and df.attrs["skipped"] == []
 
-    def stamps():  # every record's file and its time (the folder's .lock holds the last pid)
+    def stamps():  # every record's file and its time (.lock holds the last pid; launch.log
+        # gets "already finished", as a CLI relaunch writes)
         return {f: f.stat().st_mtime_ns for r in records for f in r.dir.rglob("*")
-                if f.is_file() and f.name != ".lock"}
+                if f.is_file() and f.name not in (".lock", "launch.log")}
 
     before = stamps()
     again = grok.run(cfgs[1], sweep)  # one config; found complete, read back
     assert [r.dir for r in again] == [records[1].dir]
     assert stamps() == before and len(before) > 10
+    assert "already finished" in (records[1].dir / "launch.log").read_text()
 
 
 def test_run_is_bit_identical_to_the_same_run_trained_alone(tmp_path):
@@ -103,3 +108,11 @@ def test_a_run_that_fails_is_named_and_the_others_complete(tmp_path):
         grok.run(cfgs, tmp_path)
     assert grok.load_run(tmp_path / folder_name(cfgs[0])).summary["status"] == "complete"
     assert grok.load_run(theirs).config.seed == 2  # left as it was
+
+
+def test_a_longer_budget_continues_the_same_run_in_the_same_folder(tmp_path):
+    [short] = grok.run(grok.compose(FAST), tmp_path)
+    [longer] = grok.run(grok.compose([*FAST, "train.steps=40"]), tmp_path)
+    assert longer.dir == short.dir and (short.final_step, longer.final_step) == (20, 40)
+    assert longer.summary["resumed_from"] == 20
+    assert longer.metrics.step.tolist() == [0, 10, 20, 30, 40]
