@@ -15,8 +15,8 @@ an unfinished one resumed) and trains none twice.
 """
 
 import contextlib
+import copy
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -90,7 +90,7 @@ def run(configs, sweep_dir, *, max_pack: int | None = None) -> list:
     check_launcher(OmegaConf.create({"max_pack": max_pack}))
     checked = []
     for i, cfg in enumerate(cfgs):
-        cfg = cfg.copy()
+        cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
         if OmegaConf.is_interpolation(cfg, "sweep_id"):  # unset: the sweep folder names it, as in the CLI
             try:
                 check_sweep_id(sweep.absolute().name)
@@ -99,8 +99,9 @@ def run(configs, sweep_dir, *, max_pack: int | None = None) -> list:
                 pass
         try:
             checked.append((cfg, check(cfg)))
-        except ConfigError as e:
-            raise BadInput(f"config {i}: {e}" if len(cfgs) > 1 else str(e)) from None
+        except (ConfigError, HydraException, OmegaConfBaseException) as e:
+            line = str(e) if isinstance(e, ConfigError) else one_line(e)
+            raise BadInput(f"config {i}: {line}" if len(cfgs) > 1 else line) from None
     names = [folder_name(cfg) for cfg, _ in checked]
     error = same_run([[n] for n in names], [cfg for cfg, _ in checked])
     if error:
@@ -113,7 +114,8 @@ def run(configs, sweep_dir, *, max_pack: int | None = None) -> list:
             for i, ret in zip(pack, train_pack_jobs(prepared, [checked[i][1] for i in pack])):
                 rets[i] = ret
     # a failed JobReturn raises its error when asked for return_value; _return_value holds it
-    failed = [f"{d}: {r._return_value}" for d, r in zip(dirs, rets) if r.status == JobStatus.FAILED]
+    failed = [f"{d}: {' '.join(str(r._return_value).split())}" for d, r in zip(dirs, rets)
+              if r.status == JobStatus.FAILED]
     if failed:
         raise RunFailed(f"{len(failed)} of {len(cfgs)} run(s) failed (see launch.log there): "
                         + "; ".join(failed))
@@ -170,9 +172,10 @@ _MISSING = object()
 
 
 def _text(value) -> str:
-    """A value as Hydra writes an override's value (`0.5`, `true`, `null`, `[0.9,0.98]`, `x+y`)."""
+    """A value as a sweep job's folder name writes an override's value (Hydra's own writing:
+    `0.5`, `False`, `null`, `[0.9,0.98]`, `x+y`)."""
+    from hydra.core.override_parser.types import Override
+
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value)
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"))
+    return Override._get_value_element_as_str(value)

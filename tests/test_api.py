@@ -42,6 +42,14 @@ def test_compose_refuses_bad_input_with_one_line_naming_it(overrides, names):
     assert names in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("overrides", [
+    ["frac=0.5", "seed=3"], ["optimizer.lr=1e-2", "p=31"], ["optimizer.betas=[0.9,0.99]"],
+    ["model.pos_embed=false", "train.dtype=float64"], ["optimizer.weight_decay=2", "train.steps=100"],
+])
+def test_a_folder_is_named_as_the_cli_names_a_job_of_the_same_value_overrides(overrides):
+    assert folder_name(grok.compose(overrides)) == job_dirname(overrides)
+
+
 def test_run_trains_a_pack_into_a_sweep_folder_and_a_second_call_trains_nothing(tmp_path):
     cfgs = [grok.compose([*FAST, f"seed={s}", "train.snapshot_every=10"]) for s in (0, 1)]
     sweep = tmp_path / "nb"
@@ -55,6 +63,7 @@ def test_run_trains_a_pack_into_a_sweep_folder_and_a_second_call_trains_nothing(
         for s in (0, 1)]
     assert all(r.summary["status"] == "complete" and r.steps == [0, 10, 20] for r in records)
     assert {r.config.sweep_id for r in records} == {"nb"}  # the sweep folder names the sweep
+    assert OmegaConf.is_interpolation(cfgs[0], "sweep_id")  # the caller's config is left as it was
     for r in records:  # each run's log lines in its own launch.log, as in a CLI sweep
         log = (r.dir / "launch.log").read_text()
         assert "pack of 2 runs" in log and f"{r.dir.name} step     20" in log
