@@ -5,10 +5,13 @@ The public API (layers and modules: docs/architecture.md):
   kept weights, the model at a step); `grok.export.to_hooked_transformer` hands it to
   TransformerLens;
 - `grok.check_run(cfg)`: the up-front check of a composed run config (its task, its init plan);
-- `grok.run(cfg, run_dir)`, `grok.train_pack(cfgs, run_dirs)`: train (or resume) one run, a pack.
+- `grok.compose(overrides)` -> DictConfig: one run's config from conf/, checked as a launch checks
+  it (bad input: `grok.BadInput`, one line); `grok.run(configs, sweep_dir)`: train them into run
+  folders under a sweep folder, as packs, resumably (grok/api.py; docs/notebook.md);
+- `grok.train_pack(cfgs, run_dirs)`: train (or resume) a pack into folders of the caller's choice.
 """
 
-__all__ = ["load_run", "RunRecord", "check_run", "run", "train_pack"]
+__all__ = ["load_run", "RunRecord", "check_run", "compose", "run", "BadInput", "RunFailed", "train_pack"]
 
 
 def __getattr__(name):
@@ -18,7 +21,9 @@ def __getattr__(name):
         import grok.history as module
     elif name == "check_run":
         import grok.checks as module
-    elif name in ("run", "train_pack"):
+    elif name in ("compose", "run", "BadInput", "RunFailed"):
+        import grok.api as module
+    elif name == "train_pack":
         import grok.train as module
     else:
         raise AttributeError(f"module 'grok' has no attribute {name!r}")

@@ -70,7 +70,13 @@ def job_dirname(overrides) -> str:
                 "" if o.value() is None else f"={o.get_value_element_as_str()}")
         else:
             items[o.key_or_group] = f"{o.key_or_group}={o.get_value_element_as_str()}"
-    name = ",".join(sorted(items.values())) or DEFAULT_NAME
+    return safe_dirname(items.values())
+
+
+def safe_dirname(items) -> str:
+    """The folder name of identity items (`key=value` strings): sorted, joined by commas, made
+    safe as `job_dirname` says. grok.api names the folder of a config it is handed this way."""
+    name = ",".join(sorted(items)) or DEFAULT_NAME
     if _SAFE.fullmatch(name) and len(name) <= MAX_NAME and name[0] not in ".-":
         return name
     digest = hashlib.sha1(name.encode()).hexdigest()[:10]

@@ -22,7 +22,7 @@ from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from grok import boundary  # pure Python: no torch at Hydra's start-up
+import grok.boundary as boundary  # pure Python: no torch at Hydra's start-up
 from grok.record.files import CONFIG, dumps, write_text
 from grok.record.identity import changes, fingerprint, job_dirname
 from grok.record.local import read_summary
