@@ -11,12 +11,10 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
@@ -24,44 +22,26 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-# The default sweeper and launcher register their configs (and sweep_id's resolver) on import.
-# Hydra's plugin scan finds them too, but not through an editable install's import hook (the
-# grok-launch console script run from another folder).
-import hydra_plugins.grok_launchers.sequential_launcher  # noqa: F401,E402
 from grok.record.identity import fingerprint, job_dirname  # noqa: E402
 from grok.record.local import hydra_files, one_line, record_failure  # noqa: E402
 from grok.record.lock import FolderError  # noqa: E402
 from grok.record.status import SweepReport, sweep_status  # noqa: E402
 from hydra_plugins.grok_launchers._batch import (  # noqa: E402
     BadInput,
-    Checker,
     cannot_submit,
     check_launch,
     checked_jobs,
-    groups_of,
     is_hydra,
     is_remote,
     objective,
 )
 from hydra_plugins.grok_launchers._batch import one_line as hydra_one_line  # noqa: E402
 from hydra_plugins.grok_launchers.boundary_sweeper import BoundarySweeper, Search  # noqa: E402
+from hydra_plugins.grok_launchers.compose import CONF  # noqa: E402
+from hydra_plugins.grok_launchers.compose import checker as _checker  # noqa: E402
+from hydra_plugins.grok_launchers.compose import hydra_compose as _hydra  # noqa: E402
 from hydra_plugins.grok_launchers.sweeper import GrokSweeper, expand  # noqa: E402
 
-
-def _conf_dir() -> Path:
-    """conf/ beside this file (a checkout or an editable install), else the copy a regular
-    install packages as grok/conf (pyproject.toml)."""
-    here = Path(__file__).resolve().parent / "conf"
-    if here.is_dir():
-        return here
-    from importlib.resources import files
-
-    return Path(str(files("grok") / "conf"))
-
-
-# An absolute path: Hydra reads a relative config_path as a Python package when launch is
-# imported as a module (the grok-launch console script), and there is no package `conf`.
-CONF = _conf_dir()
 log = logging.getLogger("grok")
 
 
@@ -83,18 +63,6 @@ def parse_flags(argv: list[str]) -> argparse.Namespace:
     args.asks = bool(args.help or args.hydra_help or args.cfg or args.info or args.version
                      or args.shell_completion or args.experimental_rerun)
     return args
-
-
-@contextmanager
-def _hydra():
-    """Hydra's public compose API on conf/: yields its config loader."""
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        yield GlobalHydra.instance().config_loader()
-
-
-def _checker(loader, remote: bool):
-    return Checker(lambda o: compose("config", overrides=o), groups_of(loader),
-                   OverridesParser.create(config_loader=loader), remote=remote)
 
 
 def plan(argv: list[str], notes: list | None = None) -> tuple[list[list[str]], bool, bool]:

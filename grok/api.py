@@ -47,7 +47,8 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     `compose` per value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from launch import _checker, _hydra
+    from hydra_plugins.grok_launchers.compose import checker as _checker
+    from hydra_plugins.grok_launchers.compose import hydra_compose as _hydra
 
     if isinstance(overrides, str):
         raise BadInput(f"grok.compose({overrides!r}): give a list of overrides, e.g. [{overrides!r}]")
