@@ -207,6 +207,7 @@ def cell_figure(part: pd.DataFrame, metrics: dict, spectra: dict, log_steps: boo
     with plt.rc_context(FONTS):
         fig, axes = plt.subplots(2 if have else 1, 2, figsize=(12, 7 if have else 3.6), squeeze=False)
         acc_ax, loss_ax = axes[0]
+        losses = 0
         for i, row in enumerate(part.itertuples()):
             c = _colour(i)
             m = metrics.get(row.run)
@@ -217,12 +218,16 @@ def cell_figure(part: pd.DataFrame, metrics: dict, spectra: dict, log_steps: boo
                         test, train = test[test > 0], train[train > 0]
                     ax.plot(test.index, test.values, color=c, lw=1.6, label=f"seed {row.seed}")
                     ax.plot(train.index, train.values, color=c, lw=0.8, alpha=0.6)
+                    losses += len(test) + len(train) if name == "loss" else 0
             for ax in (acc_ax, loss_ax):
                 _mark(ax, {"memorisation_step": row.memorisation_step, "grok_step": row.grok_step}, c)
         acc_ax.set(xlabel="step", ylabel="accuracy", ylim=(-0.02, 1.02),
                    title="accuracy (thick: test, thin: train)")
-        loss_ax.set(xlabel="step", ylabel="loss (log scale)", yscale="log",
-                    title="loss (thick: test, thin: train)")
+        loss_ax.set(xlabel="step", ylabel="loss (log scale)", title="loss (thick: test, thin: train)")
+        if losses:
+            loss_ax.set_yscale("log")
+        else:
+            loss_ax.text(0.5, 0.5, "no loss recorded", ha="center", va="center", transform=loss_ax.transAxes)
         for ax in (acc_ax, loss_ax):
             if log_steps:
                 ax.set_xscale("symlog")
