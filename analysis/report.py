@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from analysis.boundary import section  # noqa: E402
 from analysis.phases import report_section  # noqa: E402
 from analysis.plots import SHARE, heatmap  # noqa: E402
-from analysis.pooling import GROUPS, IGNORED, _under, pools  # noqa: E402
+from analysis.pooling import GROUPS, IGNORED, _under, covered, pools  # noqa: E402
 from analysis.tables import LEGEND, axis_labels, cell, generalised_share, grid  # noqa: E402
 from grok.figures import MEASURES, BadRecord, read_metrics, series  # noqa: E402
 from grok.measures import fourier_coeffs, frequency_norms  # noqa: E402
@@ -119,9 +119,12 @@ def _config_key(axis: str) -> str:
 
 def label_keys(differ: dict, first=()) -> list[str]:
     """The keys that tell runs apart on the page: those they differ in, less the keys that cannot
-    change a result (where a run ran, how it logged), the axes `first`, the seed last."""
-    keys = [k for k in differ if not _under(k, IGNORED)]
-    head = [k for k in map(_config_key, first) if k in keys]
+    change a result (where a run ran, how it logged) and those an axis already says (`op` says
+    `task.op`); the axes `first`, the seed last."""
+    axes = [_config_key(a) for a in first]
+    said = [k for a in first for k in covered(a, True) + covered(a, False)]
+    keys = [k for k in differ if not _under(k, IGNORED) and (k in axes or not _under(k, said))]
+    head = [k for k in axes if k in keys]
     rest = sorted(k for k in keys if k not in head and k != "seed")
     return head + rest + (["seed"] if "seed" in keys else [])
 
@@ -137,11 +140,10 @@ def run_labels(runs: pd.DataFrame, first=()) -> pd.Series:
                       or Path(run).name for c, run in zip(_configs(runs), runs.run)], index=runs.index)
 
 
-def header(runs: pd.DataFrame, first=()) -> str:
+def header(runs: pd.DataFrame) -> str:
     """The page's setup: a line of the essentials, the keys every run shares (grouped as in the
     config) and the keys the runs differ in with each value's number of runs."""
     shared, differ = setup(runs)
-    names = set(label_keys(differ, first))
     parts = []
     for name, key in ESSENTIALS:
         if key in shared:
@@ -153,7 +155,7 @@ def header(runs: pd.DataFrame, first=()) -> str:
            '<table class="config" id="differ"><caption>The runs differ in</caption>'
            "<tr><th>key</th><td><i>value (runs)</i></td></tr>"]
     for key, seen in differ.items():
-        note = "" if key in names else ' <span class="note">(cannot change a result)</span>'
+        note = ' <span class="note">(cannot change a result)</span>' if _under(key, IGNORED) else ""
         values = ", ".join(f"{html.escape(v)} ({n})" for v, n in seen.items())
         out.append(f'<tr data-key="{html.escape(key)}"><th>{html.escape(key)}{note}</th>'
                    f"<td>{values}</td></tr>")
@@ -322,7 +324,7 @@ def write_report(runs: pd.DataFrame, out_html, title: str, rows="frac", cols="op
             f"{html.escape(LEGEND)}. Colour: the {SHARE} (grokked or without delay), from 0 "
             f"(red) to 1 (green). Click a cell for its runs. <a href=\"#phases\">Phases</a>: the "
             f"phase each run ended in.</p>",
-            header(runs, first=(cols, rows))]
+            header(runs)]
     if boundary is not None:
         body.append(section(boundary))
     for k, (label, part) in enumerate(parts):

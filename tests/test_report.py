@@ -308,11 +308,11 @@ def setup_rows(text: str, table: str) -> dict:
 def test_report_header_names_what_the_runs_share_and_the_keys_they_differ_in(small):
     from analysis.report import header, run_labels
 
-    make_run(small, "elsewhere", config(op="x+y", seed=2, frac=0.3, train__device="cuda"))
+    make_run(small, "elsewhere", config(op="x+y", seed=2, frac=0.3, train__device="cuda", task__op="x+y"))
     runs, _ = load_runs(small)
-    text = header(runs, first=("op", "frac"))
+    text = header(runs)
     differ, shared = setup_rows(text, "differ"), setup_rows(text, "shared")
-    assert set(differ) == {"op", "seed", "train.device"}
+    assert set(differ) == {"op", "seed", "train.device", "task.op"}
     assert differ["op"] == "x+y (3), x^2+y^2 (2)" and differ["seed"] == "0 (2), 1 (2), 2 (1)"
     assert differ["train.device"] == "cpu (4), cuda (1)"
     assert "train.device (cannot change a result)" in re.sub("<[^>]+>", "", text)
@@ -324,7 +324,8 @@ def test_report_header_names_what_the_runs_share_and_the_keys_they_differ_in(sma
     for part in ("p <b>11</b>", "model <b>nanda</b>", "optimizer <b>adamw</b>", "lr <b>0.003</b>",
                  "budget (steps) <b>100</b>"):
         assert part in essentials
-    # a run's label: the keys that tell runs apart (the axes first, the seed last), not where it ran
+    # a run's label: the keys that tell runs apart (the axes first, the seed last), not where it
+    # ran nor what an axis says already (task.op: the op)
     labels = dict(zip(runs.run.map(lambda r: Path(r).name), run_labels(runs, first=("op", "frac"))))
     assert labels["elsewhere"] == "op=x+y seed=2"
     assert labels["op=x2+y2,frac=0.3,seed=1"] == "op=x^2+y^2 seed=1"
