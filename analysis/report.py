@@ -40,7 +40,9 @@ section.cell{margin:1em 0;padding:.5em;border-left:4px solid #ddd}img{max-width:
 table.runs td,table.runs th{border:1px solid #ccc;padding:2px 6px}svg{max-width:100%;height:auto}
 table.phases{border-collapse:collapse;font-size:85%}span.phase{padding:1px 6px;color:#222}
 table.phases td,table.phases th{border:1px solid #fff;padding:6px 10px;text-align:center}
-div.setup{display:flex;flex-wrap:wrap;gap:.5em 1.5em;align-items:flex-start}
+div.shared{columns:20em;column-gap:2em;font-size:90%;margin:.3em 0 0 1em}
+div.kv{break-inside:avoid;display:flex;justify-content:space-between;gap:1em;border-bottom:1px solid #eee}
+div.kv .k{color:#555}div.kv .v{text-align:right;overflow-wrap:anywhere;min-width:0}summary{cursor:pointer;margin-top:.5em}
 table.config{border-collapse:collapse;font-size:90%}table.config caption{font-weight:bold;text-align:left}
 table.config th,table.config td{border-bottom:1px solid #eee;padding:1px 8px 1px 0;text-align:left;
 vertical-align:top}table.config th{font-weight:normal;color:#555}
@@ -141,8 +143,8 @@ def run_labels(runs: pd.DataFrame, first=()) -> pd.Series:
 
 
 def header(runs: pd.DataFrame) -> str:
-    """The page's setup: a line of the essentials, the keys every run shares (grouped as in the
-    config) and the keys the runs differ in with each value's number of runs."""
+    """The page's setup: a line of the essentials, the keys the runs differ in with each value's
+    number of runs, and the keys every run shares (in columns, sorted: a group's keys together)."""
     shared, differ = setup(runs)
     parts = []
     for name, key in ESSENTIALS:
@@ -158,18 +160,11 @@ def header(runs: pd.DataFrame) -> str:
         note = ' <span class="note">(cannot change a result)</span>' if _under(key, IGNORED) else ""
         values = ", ".join(f"{html.escape(v)} ({n})" for v, n in seen.items())
         out.append(f'<tr data-key="{html.escape(key)}"><th>{html.escape(key)}{note}</th>'
-                   f"<td>{values}</td></tr>")
+                   f'<td class="v">{values}</td></tr>')
     out.append(f'</table><details open><summary>They share ({len(shared)} keys)</summary>'
-               '<div class="setup" id="shared">')
-    groups: dict[str, list] = {}
-    for key, value in shared.items():
-        group = key.split(".", 1)[0] if "." in key else "run"
-        groups.setdefault(group, []).append((key, value))
-    for group, items in groups.items():
-        out.append(f'<table class="config"><caption>{html.escape(group)}</caption>')
-        out.extend(f'<tr data-key="{html.escape(k)}"><th>{html.escape(k.removeprefix(group + "."))}</th>'
-                   f"<td>{html.escape(_fmt(v))}</td></tr>" for k, v in items)
-        out.append("</table>")
+               '<div class="shared" id="shared">')
+    out.extend(f'<div class="kv" data-key="{html.escape(k)}"><span class="k">{html.escape(k)}</span> '
+               f'<span class="v">{html.escape(_fmt(v))}</span></div>' for k, v in shared.items())
     out.append("</div></details></section>")
     return "\n".join(out)
 

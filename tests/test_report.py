@@ -301,8 +301,8 @@ def test_report_is_one_self_contained_page_with_linked_cells(small, tmp_path, ca
 def setup_rows(text: str, table: str) -> dict:
     """{key: value cell} of the header's table `differ`, or of the tables inside `shared`."""
     start = text.index(f'id="{table}"')
-    end = text.index("</table>" if table == "differ" else "</div>", start)
-    return dict(re.findall(r'<tr data-key="([^"]+)"><th>.*?</th>\s*<td>(.*?)</td></tr>', text[start:end]))
+    end = text.index("</table>" if table == "differ" else "</details>", start)
+    return dict(re.findall(r'data-key="([^"]+)">.*?class="v">(.*?)</', text[start:end]))
 
 
 def test_report_header_names_what_the_runs_share_and_the_keys_they_differ_in(small):
