@@ -42,7 +42,8 @@ table.phases{border-collapse:collapse;font-size:85%}span.phase{padding:1px 6px;c
 table.phases td,table.phases th{border:1px solid #fff;padding:6px 10px;text-align:center}
 div.shared{columns:20em;column-gap:2em;font-size:90%;margin:.3em 0 0 1em}
 div.kv{break-inside:avoid;display:flex;justify-content:space-between;gap:1em;border-bottom:1px solid #eee}
-div.kv .k{color:#555}div.kv .v{text-align:right;overflow-wrap:anywhere;min-width:0}summary{cursor:pointer;margin-top:.5em}
+div.kv .k{color:#555}
+div.kv .v{text-align:right;overflow-wrap:anywhere;min-width:0}summary{cursor:pointer;margin-top:.5em}
 table.config{border-collapse:collapse;font-size:90%}table.config caption{font-weight:bold;text-align:left}
 table.config th,table.config td{border-bottom:1px solid #eee;padding:1px 8px 1px 0;text-align:left;
 vertical-align:top}table.config th{font-weight:normal;color:#555}
