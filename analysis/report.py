@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.boundary import section  # noqa: E402
+from analysis.collate import is_modular  # noqa: E402
 from analysis.phases import report_section  # noqa: E402
 from analysis.plots import SHARE, heatmap  # noqa: E402
 from analysis.pooling import GROUPS, IGNORED, _under, covered, pools  # noqa: E402
@@ -44,7 +45,8 @@ div.shared{columns:20em;column-gap:2em;font-size:90%;margin:.3em 0 0 1em}
 div.kv{break-inside:avoid;display:flex;justify-content:space-between;gap:1em;border-bottom:1px solid #eee}
 div.kv .k{color:#555}
 div.kv .v{text-align:right;overflow-wrap:anywhere;min-width:0}summary{cursor:pointer;margin-top:.5em}
-table.config{border-collapse:collapse;font-size:90%}table.config caption{font-weight:bold;text-align:left}
+table.config{border-collapse:collapse;font-size:90%}
+table.config caption{font-weight:bold;text-align:left;white-space:nowrap}
 table.config th,table.config td{border-bottom:1px solid #eee;padding:1px 8px 1px 0;text-align:left;
 vertical-align:top}table.config th{font-weight:normal;color:#555}
 p.essentials{font-size:105%;background:#f4f4f4;padding:.4em .6em}nav a{margin-right:1em}"""
@@ -149,6 +151,8 @@ def header(runs: pd.DataFrame) -> str:
     shared, differ = setup(runs)
     parts = []
     for name, key in ESSENTIALS:
+        if key == "p" and "task.name" in shared and not is_modular(shared["task.name"]):
+            continue  # a key other tasks do not read
         if key in shared:
             parts.append(f"{name} <b>{html.escape(_fmt(shared[key]))}</b>")
         elif key in differ:
@@ -277,7 +281,7 @@ def measures_figure(part: pd.DataFrame, metrics: dict, log_steps: bool) -> str |
                 shades = plt.get_cmap("viridis")
                 for k, col in enumerate(pos):
                     s = series(m, col)
-                    ax.plot(s.index, s.values, lw=1.2, color=shades(k / max(1, len(pos) - 1)),
+                    ax.plot(s.index, s.values, lw=1.2, color=shades(0.85 * k / max(1, len(pos) - 1)),
                             label=col.split("/")[-1])
                 _mark(ax, {"memorisation_step": row.memorisation_step, "grok_step": row.grok_step})
                 ax.set_title(f"per-position test loss, seed {row.seed}")

@@ -396,6 +396,8 @@ def test_report_of_other_tasks_draws_per_position_losses(tmp_path):
     page, text = report(root, tmp_path, "--rows", "task", "--cols", "optimizer.lr")
     assert "no Fourier spectrum" in text and text.count('class="cell"') == 1
     assert "per-position test loss (digit0, digit1, digit2)" in text
+    essentials = re.search(r'<p class="essentials">(.*?)</p>', text).group(1)
+    assert "task <b>digits_add</b>" in essentials and "p <b>" not in essentials   # p: not read
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
