@@ -100,10 +100,10 @@ def grids(runs, rows: str, cols: str, agg):
     """[(pool label, table, heatmap shades, pool)] for each pool of runs that differ in the seed
     (and the axes) alone."""
     from .pooling import pools
-    from .tables import grid, grokked_share
+    from .tables import generalised_share, grid
 
     return [(label, grid(part, rows=rows, cols=cols, agg=agg),
-             grid(part, rows=rows, cols=cols, agg=grokked_share), part)
+             grid(part, rows=rows, cols=cols, agg=generalised_share), part)
             for label, part in pools(runs, axes=(rows, cols))]
 
 

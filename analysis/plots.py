@@ -10,6 +10,8 @@ import matplotlib.patches  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+SHARE = "share of seeds that generalised"  # the heatmap's one quantity, 0 to 1
+
 
 def plain(text) -> str:
     """Text from data (a sweep's path, an axis value) as matplotlib draws it: a `$` escaped, so
@@ -18,13 +20,17 @@ def plain(text) -> str:
 
 
 def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out, dpi=100, title: str | None = None,
-            urls: dict | None = None, fmt: str | None = None):
-    """Grid table as colour (share of seeds that generalised; else half the best accuracy, so
-    every shade below 0.5 is "did not generalise") with the table's own text in each cell, a
-    colour bar and a title. `out` ending in .svg: a vector image in which cell (i, j) links to
-    urls[(i, j)] (the report's anchors); else a PNG. `out` may be a file object (then `fmt`)."""
+            urls: dict | None = None, fmt: str | None = None, bar_label: str = SHARE):
+    """Grid table as colour (one quantity from 0 to 1, named by `bar_label`: by default the share
+    of seeds that generalised; the best accuracy of the others is the cell's text) with the
+    table's own text in each cell, a colour bar and a title. `out` ending in .svg: a vector image
+    whose text is text (searchable; the colour bar's label is the group `colorbar-label`) and in
+    which cell (i, j) links to urls[(i, j)] (the report's anchors); else a PNG. `out` may be a
+    file object (then `fmt`)."""
+    fmt = fmt or ("svg" if str(out).endswith(".svg") else "png")
     n_rows, n_cols = values.shape
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * n_cols + 3), max(3, 0.5 * n_rows + 2)), dpi=dpi)
+    with plt.rc_context({"svg.fonttype": "none"}):
+        fig, ax = plt.subplots(figsize=(max(5, 0.9 * n_cols + 3), max(3, 0.5 * n_rows + 2)), dpi=dpi)
     try:
         shade = values.astype(float).values
         cmap, norm = plt.get_cmap("RdYlGn"), matplotlib.colors.Normalize(0, 1)
@@ -36,7 +42,7 @@ def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out, dpi=100, title: str
                 ax.add_patch(rect)
                 text = labels.iat[i, j]
                 dark = not blank and not 0.2 < shade[i, j] < 0.8  # ends of RdYlGn
-                t = ax.text(j, i, "" if pd.isna(text) else plain(text), ha="center", va="center", fontsize=8,
+                t = ax.text(j, i, "" if pd.isna(text) else plain(text), ha="center", va="center", fontsize=10,
                             color="white" if dark else "black")
                 if urls and (i, j) in urls:
                     rect.set_url(urls[(i, j)])
@@ -50,12 +56,13 @@ def heatmap(values: pd.DataFrame, labels: pd.DataFrame, out, dpi=100, title: str
         ax.set_xlabel(plain(values.columns.names[-1] or ""))
         ax.set_ylabel(plain(values.index.names[-1] or ""))
         bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.05)
-        bar.set_label("share of seeds that generalised\n(< 0.5: none did; half the best test acc)",
-                      fontsize=7)
+        bar.set_label(plain(bar_label), fontsize=9)
+        bar.ax.yaxis.label.set_gid("colorbar-label")
         if title:
             ax.set_title(plain(title), fontsize=9)
         fig.tight_layout()
-        fig.savefig(out, format=fmt or ("svg" if str(out).endswith(".svg") else "png"))
+        with plt.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(out, format=fmt)
     finally:
         plt.close(fig)
     return out

@@ -12,7 +12,7 @@ from conftest import TINY, launch
 from analysis.__main__ import main as analysis_main
 from analysis.collate import from_wandb, latest_sweep, load_runs
 from analysis.plots import heatmap
-from analysis.tables import cell, exponent_table, grid, grokked_share, to_markdown
+from analysis.tables import cell, exponent_table, generalised_share, grid, to_markdown
 from grok.figures import plot_run
 
 
@@ -83,8 +83,9 @@ def test_cell_aggregation_rules():
     assert cell(g(("generalised without delay", 1.0))) == "="
     assert cell(g(("did not generalise", .34))) == "34%"
     assert cell(g(("did not generalise", .3), ("did not generalise", .5))) == "40±10%"
-    assert grokked_share(g(("grokked", 1.0), ("did not generalise", .3))) == .5
-    assert grokked_share(g(("did not generalise", .4))) == .2
+    assert generalised_share(g(("grokked", 1.0), ("did not generalise", .3))) == .5
+    assert generalised_share(g(("generalised without delay", 1.0), ("grokked", 1.0))) == 1.0
+    assert generalised_share(g(("did not generalise", .4))) == 0.0   # its accuracy: the text
 
 
 @pytest.mark.slow
@@ -117,7 +118,7 @@ def test_cli_writes_table_files_and_pngs_of_the_expected_size(sweep, tmp_path, c
     plot_run(min(p for p in sweep.iterdir() if (p / "config.yaml").exists()), png, size=(12, 4), dpi=50)
     assert png_size(png) == (600, 200)
     runs, _ = load_runs(sweep)
-    heatmap(grid(runs, agg=grokked_share), grid(runs), tmp_path / "h.png", dpi=50)
+    heatmap(grid(runs, agg=generalised_share), grid(runs), tmp_path / "h.png", dpi=50)
     assert png_size(tmp_path / "h.png")[0] > 100
 
 

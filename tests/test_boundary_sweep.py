@@ -275,7 +275,7 @@ def test_the_report_opens_with_the_boundary_section(through, tmp_path):
 
     main(["report", str(cwd / "outputs" / "sweeps" / "b"), "--out", str(tmp_path)])
     page = next(Path(tmp_path).glob("report_*.html")).read_text()
-    assert page.index('id="boundary"') < page.index("<h2>", page.index('id="boundary"') + 10)
+    assert page.index('id="setup"') < page.index('id="boundary"') < page.index('<h2 id="pool-0"')
     assert ">found<" in page and ">nowhere<" in page and page.count("<svg") >= 2
 
 
