@@ -21,7 +21,14 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 import grok.record.identity  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
-from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch, objective, refuse
+from hydra_plugins.grok_launchers._batch import (
+    ProjectLauncher,
+    checked_launch,
+    job_outcome,
+    objective,
+    refuse,
+    sweep_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +196,11 @@ class PackedLauncher(ProjectLauncher):
         prepared = prepare_jobs(self.hydra_context, self.config, jobs)
         log.info("%s in %s of at most %s", plural(len(jobs), "job"), plural(len(packs), "pack"),
                  pack_limit(self.max_pack, checked, packs))
+        progress = sweep_progress(checked, packs)
         for k, pack in enumerate(packs):
             log.info("pack %d: %s", k, "; ".join(Path(prepared[i][1].return_value).name for i in pack))
-            train_pack_jobs([prepared[i] for i in pack], [checked[i][1] for i in pack])
+            rets = train_pack_jobs([prepared[i] for i in pack], [checked[i][1] for i in pack])
+            progress.finish(k, **job_outcome(rets))
         return [ret for _, ret in prepared]
 
 

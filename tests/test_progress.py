@@ -1,0 +1,126 @@
+"""What a user sees while runs train (grok.progress, docs/progress.md): the pure pieces (ETA, the
+pack's line, the sweep's line), a sweep's counts without a terminal, and a real terminal (tmux)."""
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from conftest import ROOT, TINY, launch
+from hydra.core.utils import JobReturn, JobStatus
+
+from grok.progress import SweepProgress, duration, eta_s, pack_line, summary_reading, sweep_line
+from hydra_plugins.grok_launchers._batch import job_outcome
+
+# -- pure functions ---------------------------------------------------------------------------
+
+
+def test_duration_reads_at_the_precision_of_an_estimate():
+    assert [duration(s) for s in (0, 44.6, 130, 3600 + 180 + 59, 2 * 86400 + 4 * 3600 + 5)] == \
+        ["0s", "45s", "2m10s", "1h03m", "2d04h"]
+    assert duration(-3) == "0s"
+
+
+def test_pack_line_counts_states_training_first():
+    assert pack_line(["grokked", "training", "failed", "training", "grokked", "training"]) == \
+        "6 runs: 3 training, 2 grokked, 1 failed"
+    assert pack_line(["grokked"]) == "1 run: 1 grokked"
+
+
+def test_eta_from_measured_speed_budgets_and_early_stops():
+    # two finished runs used half their budget at 100 steps/s: each of 3 runs left (1000 steps)
+    # is expected to take 500 steps, 5 s
+    assert eta_s([1000] * 3, [0.5, 0.5], [100.0, 100.0]) == pytest.approx(15.0)
+    assert eta_s([1000] * 3, [1.0, 1.0], [100.0, 100.0]) == pytest.approx(30.0)  # none stopped early
+    # two lanes share the work, but never below the longest single unit
+    assert eta_s([1000] * 4, [1.0], [100.0], lanes=2) == pytest.approx(20.0)
+    assert eta_s([1000], [1.0], [100.0], lanes=4) == pytest.approx(10.0)
+    assert eta_s([], [1.0], [100.0]) == 0.0
+
+
+def test_eta_without_a_speed_uses_time_per_finished_unit_or_says_unknown():
+    assert eta_s([100, 100], [], [], elapsed=30.0, done=3) == pytest.approx(20.0)
+    assert eta_s([100, 100], [], []) is None
+    assert sweep_line(1, 3, 0, None) == "1/3 runs done, 0 failed, ETA ?"
+    assert sweep_line(3, 3, 1, 0.0) == "3/3 runs done, 1 failed"
+
+
+def test_sweep_progress_counts_runs_of_packs_and_failures():
+    p = SweepProgress([(4, 1000), (4, 1000), (2, 500)], start=0.0)
+    p.done(0, failed=1, steps=500, speed=50.0)   # the pack's longest run stopped at half budget
+    assert p.line(now=10.0) == "4/10 runs done, 1 failed, ETA 15s"  # (500 + 250) steps at 50/s
+    p.done(2, failed=2)                            # the whole pack failed: nothing measured
+    assert p.line(now=20.0) == "6/10 runs done, 3 failed, ETA 10s"
+    p.done(1, steps=1000, speed=50.0)
+    assert p.line(now=30.0) == "10/10 runs done, 3 failed"
+
+
+def test_summary_reading_and_job_outcome_read_summaries_only():
+    assert summary_reading([{"steps": 300, "steps_per_s": 10.0}, {"steps": 500, "steps_per_s": 30.0},
+                            0.93, None]) == (500, 20.0)
+    assert summary_reading([0.93]) == (None, None)  # a search sweeper's objective: no summary
+
+    def ret(status, value):
+        r = JobReturn()
+        r.status, r.return_value = status, value
+        return r
+
+    rets = [ret(JobStatus.COMPLETED, {"steps": 120, "steps_per_s": 40.0}),
+            ret(JobStatus.FAILED, RuntimeError("boom")), None]  # None: a job with no result
+    assert job_outcome(rets) == {"failed": 2, "steps": 120, "speed": 40.0}
+
+
+# -- end to end -------------------------------------------------------------------------------
+
+LOG_LINE = re.compile(r"\]\[(grok|sweep|hydra)[^\]]*\]\[(INFO|WARNING|ERROR)\] - ")
+BAR = re.compile(r"it/s|s/it|\d+%\|")
+
+
+def test_sweep_without_a_terminal_is_plain_lines_counting_jobs_and_failures(tmp_path):
+    """A pipe (CI, SLURM logs): no bar, every log line whole, and one progress line per job that
+    counts the failed one (job 0 finds a corrupt checkpoint)."""
+    from grok.record.identity import job_dirname
+
+    sweep = tmp_path / "sweep"
+    bad = sweep / job_dirname(["seed=0", *TINY])
+    bad.mkdir(parents=True)
+    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    r = launch(["-m", "seed=0,1", *TINY, "train.steps=20", "logger=none", f"hydra.sweep.dir={sweep}"],
+               cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    assert "\r" not in out and not BAR.search(out)
+    logged = [line for line in out.splitlines() if LOG_LINE.search(line)]
+    assert logged and all(line.startswith("[") for line in logged)
+    progress = [line.split(" - ", 1)[1] for line in logged if "][sweep][" in line]
+    assert progress[0].startswith("1/2 runs done, 1 failed, ETA ")
+    assert progress[1:] == ["2/2 runs done, 1 failed"]
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_in_a_terminal_log_lines_are_whole_and_no_bar_is_left(tmp_path):
+    """A real terminal (a tmux pane, 200x50): the live bar and the log lines (an eval line every
+    10 evaluations, while the bar is drawn) share it; in the pane's text every log line starts
+    with `[` and, the run done, no bar row is left."""
+    sock = f"grok-test-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", sock, "-f", "/dev/null"]
+    cmd = (f"{sys.executable} {ROOT / 'launch.py'} {' '.join(TINY)} train.steps=20 train.eval_every=1 "
+           f"logger=none hydra.run.dir={tmp_path / 'run'}; echo __END__; sleep 600")
+    subprocess.run([*tmux, "new-session", "-d", "-x", "200", "-y", "50", cmd], check=True, cwd=tmp_path)
+    try:
+        pane, deadline = "", time.monotonic() + 120
+        while "__END__" not in pane and time.monotonic() < deadline:
+            time.sleep(0.3)
+            pane = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-S", "-"], check=True,
+                                  capture_output=True, text=True).stdout
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
+    assert "__END__" in pane, pane
+    lines = pane.splitlines()
+    logged = [line for line in lines if LOG_LINE.search(line)]
+    assert sum(bool(re.search(r" step +\d+  train", line)) for line in logged) == 3, pane  # 0, 10, 20
+    assert all(line.startswith("[") for line in logged), pane
+    assert not any(BAR.search(line) for line in lines), pane
