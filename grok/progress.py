@@ -104,7 +104,7 @@ class SweepProgress:
     units: list[tuple[int, int]]
     lanes: int = 1
     start: float = field(default_factory=time.monotonic)
-    finished: set[int] = field(default_factory=set)
+    done_units: set[int] = field(default_factory=set)
     failed: int = 0
     fractions: list[float] = field(default_factory=list)
     speeds: list[float] = field(default_factory=list)
@@ -113,7 +113,7 @@ class SweepProgress:
              speed: float | None = None) -> None:
         """Unit k has finished: `failed` of its runs failed; `steps` the most any of its runs
         took and `speed` their steps/s, where the runs' summaries say (else None)."""
-        self.finished.add(k)
+        self.done_units.add(k)
         self.failed += failed
         budget = self.units[k][1]
         if steps is not None and budget:
@@ -123,10 +123,10 @@ class SweepProgress:
 
     def line(self, now: float) -> str:
         runs = sum(n for n, _ in self.units)
-        done = sum(self.units[k][0] for k in self.finished)
-        remaining = [b for k, (_, b) in enumerate(self.units) if k not in self.finished]
+        done = sum(self.units[k][0] for k in self.done_units)
+        remaining = [b for k, (_, b) in enumerate(self.units) if k not in self.done_units]
         eta = eta_s(remaining, self.fractions, self.speeds, self.lanes, now - self.start,
-                    len(self.finished))
+                    len(self.done_units))
         return sweep_line(done, runs, self.failed, eta)
 
     def finish(self, k: int, failed: int = 0, steps: int | None = None,

@@ -124,3 +124,21 @@ def test_in_a_terminal_log_lines_are_whole_and_no_bar_is_left(tmp_path):
     assert sum(bool(re.search(r" step +\d+  train", line)) for line in logged) == 3, pane  # 0, 10, 20
     assert all(line.startswith("[") for line in logged), pane
     assert not any(BAR.search(line) for line in lines), pane
+
+
+@pytest.mark.usefixtures("one_thread")  # tiny tensors: other threads only slow it
+def test_a_pack_logs_its_runs_states_when_one_stops(tmp_path, caplog):
+    """Two runs of one pack, budgets 10 and 20: one line when the first stops, one at the end."""
+    import logging
+
+    from conftest import compose_cfg
+
+    from grok.train import train_pack
+
+    cfgs = [compose_cfg([*TINY, "logger=none", "measures=off", f"train.steps={n}",
+                         "train.checkpoint_every=10"]) for n in (10, 20)]
+    with caplog.at_level(logging.INFO, logger="grok.train"):
+        train_pack(cfgs, [tmp_path / "a", tmp_path / "b"])
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pack of 2 runs: ")]
+    assert lines[1:] == ["pack of 2 runs: 1 training, 1 did not generalise",
+                         "pack of 2 runs: 2 did not generalise"], lines
