@@ -15,6 +15,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from grok.progress import SweepProgress, duration, eta_s, pack_line, summary_reading, sweep_line
 from hydra_plugins.grok_launchers._batch import job_outcome
 
+# a log line as Hydra's job logging writes it; a tqdm bar's text
+LOG_LINE = re.compile(r"\]\[(grok|sweep|hydra)[^\]]*\]\[(INFO|WARNING|ERROR)\] - ")
+BAR = re.compile(r"it/s|s/it|\d+%\|")
+
+
 # -- pure functions ---------------------------------------------------------------------------
 
 
@@ -73,10 +78,53 @@ def test_summary_reading_and_job_outcome_read_summaries_only():
     assert job_outcome(rets) == {"failed": 2, "steps": 120, "speed": 40.0}
 
 
-# -- end to end -------------------------------------------------------------------------------
+def rendered(text: str) -> list[str]:
+    """The rows a terminal shows for `text`: each `\r` returns to column 0 and overwrites."""
+    rows = []
+    for chunk in text.split("\n"):
+        row = ""
+        for seg in chunk.split("\r"):
+            row = seg + row[len(seg):]
+        rows.append(row.rstrip())
+    return [r for r in rows if r]
 
-LOG_LINE = re.compile(r"\]\[(grok|sweep|hydra)[^\]]*\]\[(INFO|WARNING|ERROR)\] - ")
-BAR = re.compile(r"it/s|s/it|\d+%\|")
+
+@pytest.mark.parametrize("through_bar", [True, False])
+def test_log_lines_through_a_live_bar_are_whole_rows(monkeypatch, through_bar):
+    """A bar and log lines on one terminal (a buffer standing for it): through `bar_logging` every
+    log row starts with `[` and, the bar closed, no bar row is left; without it (as before) a log
+    line starts on the bar's row."""
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from grok.progress import bar_logging
+
+    screen = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", screen)
+    monkeypatch.setattr(sys, "stderr", screen)
+    root, handler = logging.getLogger(), logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("[%(name)s] - %(message)s"))
+    monkeypatch.setattr(root, "handlers", [handler])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    bar = tqdm(total=20, file=sys.stderr, ncols=80, leave=False, mininterval=0)
+    with bar_logging(through_bar):
+        for i in range(20):
+            if i % 5 == 0:
+                logging.getLogger("grok.train").info("step %d", i)
+            bar.update(1)
+        bar.close()
+    rows = rendered(screen.getvalue())
+    logged = [r for r in rows if "[grok.train] - step" in r]
+    assert len(logged) == 4
+    if through_bar:
+        assert all(r.startswith("[") for r in logged) and not any(BAR.search(r) for r in rows), rows
+    else:
+        assert not all(r.startswith("[") for r in logged), rows
+
+
+# -- end to end -------------------------------------------------------------------------------
 
 
 def test_sweep_without_a_terminal_is_plain_lines_counting_jobs_and_failures(tmp_path):
@@ -100,6 +148,7 @@ def test_sweep_without_a_terminal_is_plain_lines_counting_jobs_and_failures(tmp_
     assert progress[1:] == ["2/2 runs done, 1 failed"]
 
 
+@pytest.mark.slow  # ~8 s alone, ~25 s on 2 busy cores; test_log_lines_through_a_live_bar_... is its fast part
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_in_a_terminal_log_lines_are_whole_and_no_bar_is_left(tmp_path):
     """A real terminal (a tmux pane, 200x50): the live bar and the log lines (an eval line every
