@@ -127,6 +127,7 @@ def test_log_lines_through_a_live_bar_are_whole_rows(monkeypatch, through_bar):
 # -- end to end -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # one launch.py sweep: ~6 s of CPU, ~20 s on 2 busy cores
 def test_sweep_without_a_terminal_is_plain_lines_counting_jobs_and_failures(tmp_path):
     """A pipe (CI, SLURM logs): no bar, every log line whole, and one progress line per job that
     counts the failed one (job 0 finds a corrupt checkpoint)."""
