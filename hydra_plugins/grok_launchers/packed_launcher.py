@@ -257,12 +257,17 @@ class SlurmPackedLauncher(BaseSubmititLauncher):
             args.append((members, "hydra.sweep.dir", k, f"pack_{k}", Singleton.get_state()))
         submitted = executor.map_array(self, *zip(*args))
         rets = []
-        for job, (members, *_) in zip(submitted, args):
+        # read in submission order (a pack that ends early is counted when the ones before it
+        # have); the ETA takes every pack job to run at once, as a free queue runs an array
+        progress = sweep_progress(checked, packs, lanes=len(packs))
+        for k, (job, (members, *_)) in enumerate(zip(submitted, args)):
             try:
-                rets += job.results()[0]
+                got = job.results()[0]
             except Exception as e:  # the pack job died outside training (node, OOM, ...)
                 log.error("pack job %s failed: %s", job.job_id, e)
-                rets += [_failed(e) for _ in members]
+                got = [_failed(e) for _ in members]
+            rets += got
+            progress.finish(k, **job_outcome(got))
         return rets
 
 
