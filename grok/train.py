@@ -375,15 +375,14 @@ def run_state(r: Run) -> str:
 def _loop(pack: Pack, runs: list[Run], chunk: int, bar, pending: list, release) -> None:
     """`train_runs`' steps until every run has stopped; `bar` counts the pack's steps and,
     for a pack of several runs, shows their states (a log line too when one stops)."""
-    many, shown = len(runs) > 1, None
+    many, ended, shown = len(runs) > 1, -1, None
     while any(r is not None for r in pack.runs):
-        if many:  # the runs' states, when one has stopped or failed since the last step
-            line = pack_line([run_state(r) for r in runs])
-            if line != shown:
-                if shown is not None:
-                    log.info("pack of %s", line)
-                bar.set_postfix_str(line, refresh=False)
-                shown = line
+        if many and ended != (ended := sum(r.finished is not None for r in runs)):
+            line = pack_line([run_state(r) for r in runs])  # a run stopped or failed last step
+            if shown is not None:  # not at the start
+                log.info("pack of %s", line)
+            bar.set_postfix_str(line, refresh=False)
+            shown = line
         if pending:  # preempted: save the exact state, then let the scheduler's handler act
             for i, r in enumerate(pack.runs):
                 if r is not None:
@@ -415,8 +414,8 @@ def _loop(pack: Pack, runs: list[Run], chunk: int, bar, pending: list, release) 
             log.info("compacting the pack: %d of %d runs left", len(alive), len(pack.runs))
             pack.compact(alive)
         bar.update(1)
-    if many and pack_line([run_state(r) for r in runs]) != shown:
-        log.info("pack of %s", pack_line([run_state(r) for r in runs]))
+    if many and (line := pack_line([run_state(r) for r in runs])) != shown:
+        log.info("pack of %s", line)
 
 
 @torch.no_grad()
