@@ -19,7 +19,6 @@ bit-identical (on CPU) to one that never stopped.
 import contextlib
 import logging
 import signal
-import sys
 import threading
 
 import torch
@@ -30,6 +29,7 @@ from grok.data import PackBatch, batch_at
 from grok.hardware import DTYPE_BYTES, is_gpu, torch_dtype
 from grok.losses import accuracy, mean_ce, own_sums, per_position, token_ce, token_loss
 from grok.optim import PackOptimizer, update_rule
+from grok.progress import FAILED, TRAINING, bar_logging, bar_wanted, pack_line
 from grok.record.local import one_line
 from grok.record.lock import FolderError
 from grok.runs import Run
@@ -352,43 +352,70 @@ def train_runs(runs: list[Run], device, dtype) -> None:
         chunk = chunk_size(cfg, pack.padded()[0] * len(pack.positions))
         if chunk < R:
             log.info("forward and backward in chunks of %d run(s)", chunk)
-        tty = sys.stderr.isatty()
+        tty = bar_wanted()
         first = min(r.step for r in runs)
         bar = tqdm(total=max(r.budget for r in runs), initial=first, disable=not tty,
                    dynamic_ncols=True, leave=False)
-        while any(r is not None for r in pack.runs):
-            if pending:  # preempted: save the exact state, then let the scheduler's handler act
-                for i, r in enumerate(pack.runs):
-                    if r is not None:
-                        pack.guard(i, lambda i=i: pack.save(i))
-                release()
-                pending.clear()
-            idle = sum(r is None for r in pack.runs)
-            due = [i for i, r in enumerate(pack.runs) if r is not None and r.due()]
-            pack.opt.zero_grad()  # gradients first: evaluation reads the same, unchanged weights
-            losses, train = forward_backward(pack.model, pack.batch(), chunk, pack.positions,
-                                             accuracies=bool(due), loss=pack.loss)
-            stopped = evaluate(pack, due, losses, train, chunk) if due else []
-            for i in stopped:
-                pack.guard(i, lambda i=i: pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i),
-                                                              pack.padded()))
-            gone = set(stopped)
-            alive = [i for i, r in enumerate(pack.runs) if r is not None and i not in gone]
-            if not alive:
-                break
-            pack.opt.step()
-            for i in alive:
-                pack.guard(i, lambda i=i: pack.advance(i))
-            # Stopped runs took one more (discarded) update above; once they are half of the
-            # pack, slice them out. Each remaining run's arithmetic is unchanged by this.
-            pack.runs = [None if i in gone else r for i, r in enumerate(pack.runs)]
-            alive = [i for i, r in enumerate(pack.runs) if r is not None]
-            left = len(pack.runs) - len(alive)
-            if alive and left > idle and left * 2 >= len(pack.runs):
-                log.info("compacting the pack: %d of %d runs left", len(alive), len(pack.runs))
-                pack.compact(alive)
-            bar.update(1)
-        bar.close()
+        with bar_logging(tty):  # log lines go through the bar: each whole, no stale bar left
+            try:
+                _loop(pack, runs, chunk, bar, pending, release)
+            finally:
+                bar.close()  # leave=False: the bar's row is cleared
+
+
+def run_state(r: Run) -> str:
+    """A run's state for its pack's line: training, failed, or its verdict once finished."""
+    if r.finished is None:
+        return TRAINING
+    if isinstance(r.finished, BaseException):
+        return FAILED
+    return r.finished.get("verdict", "done")
+
+
+def _loop(pack: Pack, runs: list[Run], chunk: int, bar, pending: list, release) -> None:
+    """`train_runs`' steps until every run has stopped; `bar` counts the pack's steps and,
+    for a pack of several runs, shows their states (a log line too when one stops)."""
+    many, ended, shown = len(runs) > 1, -1, None
+    while any(r is not None for r in pack.runs):
+        if many and ended != (ended := sum(r.finished is not None for r in runs)):
+            line = pack_line([run_state(r) for r in runs])  # a run stopped or failed last step
+            if shown is not None:  # not at the start
+                log.info("pack of %s", line)
+            bar.set_postfix_str(line, refresh=False)
+            shown = line
+        if pending:  # preempted: save the exact state, then let the scheduler's handler act
+            for i, r in enumerate(pack.runs):
+                if r is not None:
+                    pack.guard(i, lambda i=i: pack.save(i))
+            release()
+            pending.clear()
+        idle = sum(r is None for r in pack.runs)
+        due = [i for i, r in enumerate(pack.runs) if r is not None and r.due()]
+        pack.opt.zero_grad()  # gradients first: evaluation reads the same, unchanged weights
+        losses, train = forward_backward(pack.model, pack.batch(), chunk, pack.positions,
+                                         accuracies=bool(due), loss=pack.loss)
+        stopped = evaluate(pack, due, losses, train, chunk) if due else []
+        for i in stopped:
+            pack.guard(i, lambda i=i: pack.runs[i].finish(pack.model.run(i), pack.opt.run_state(i),
+                                                          pack.padded()))
+        gone = set(stopped)
+        alive = [i for i, r in enumerate(pack.runs) if r is not None and i not in gone]
+        if not alive:
+            break
+        pack.opt.step()
+        for i in alive:
+            pack.guard(i, lambda i=i: pack.advance(i))
+        # Stopped runs took one more (discarded) update above; once they are half of the
+        # pack, slice them out. Each remaining run's arithmetic is unchanged by this.
+        pack.runs = [None if i in gone else r for i, r in enumerate(pack.runs)]
+        alive = [i for i, r in enumerate(pack.runs) if r is not None]
+        left = len(pack.runs) - len(alive)
+        if alive and left > idle and left * 2 >= len(pack.runs):
+            log.info("compacting the pack: %d of %d runs left", len(alive), len(pack.runs))
+            pack.compact(alive)
+        bar.update(1)
+    if many and (line := pack_line([run_state(r) for r in runs])) != shown:
+        log.info("pack of %s", line)
 
 
 @torch.no_grad()

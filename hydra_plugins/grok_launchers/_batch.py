@@ -387,6 +387,28 @@ def folder_refusal(ret) -> str | None:
     return str(error) if ret.status == JobStatus.FAILED and isinstance(error, FolderError) else None
 
 
+def sweep_progress(checked, units: list[list[int]] | None = None, lanes: int = 1):
+    """The batch's progress line (grok.progress.SweepProgress): per unit of work (each job, or
+    each pack of `units`, indices of `checked`), its run count and longest step budget."""
+    from grok.progress import SweepProgress
+
+    units = units or [[i] for i in range(len(checked))]
+    return SweepProgress([(len(u), max(checked[i][0].train.steps for i in u)) for u in units], lanes)
+
+
+def job_outcome(rets) -> dict:
+    """What the progress line reads of finished JobReturns: how many failed, and the most steps
+    and mean steps/s of the runs whose results are summaries (grok.progress.summary_reading)."""
+    from hydra.core.utils import JobStatus
+
+    from grok.progress import summary_reading
+
+    steps, speed = summary_reading([getattr(r, "_return_value", None) for r in rets
+                                    if r is not None and r.status == JobStatus.COMPLETED])
+    failed = sum(r is None or r.status != JobStatus.COMPLETED for r in rets)
+    return {"failed": failed, "steps": steps, "speed": speed}
+
+
 def refuse(line: str):
     print(f"error: {line}", file=sys.stderr)
     raise SystemExit(2)

@@ -21,7 +21,14 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmitit
 from omegaconf import OmegaConf, open_dict
 
 import grok.record.identity  # noqa: F401  (the resolver that names job folders: hydra.sweep.subdir)
-from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch, objective, refuse
+from hydra_plugins.grok_launchers._batch import (
+    ProjectLauncher,
+    checked_launch,
+    job_outcome,
+    objective,
+    refuse,
+    sweep_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -189,9 +196,11 @@ class PackedLauncher(ProjectLauncher):
         prepared = prepare_jobs(self.hydra_context, self.config, jobs)
         log.info("%s in %s of at most %s", plural(len(jobs), "job"), plural(len(packs), "pack"),
                  pack_limit(self.max_pack, checked, packs))
+        progress = sweep_progress(checked, packs)
         for k, pack in enumerate(packs):
             log.info("pack %d: %s", k, "; ".join(Path(prepared[i][1].return_value).name for i in pack))
-            train_pack_jobs([prepared[i] for i in pack], [checked[i][1] for i in pack])
+            rets = train_pack_jobs([prepared[i] for i in pack], [checked[i][1] for i in pack])
+            progress.finish(k, **job_outcome(rets))
         return [ret for _, ret in prepared]
 
 
@@ -248,12 +257,17 @@ class SlurmPackedLauncher(BaseSubmititLauncher):
             args.append((members, "hydra.sweep.dir", k, f"pack_{k}", Singleton.get_state()))
         submitted = executor.map_array(self, *zip(*args))
         rets = []
-        for job, (members, *_) in zip(submitted, args):
+        # read in submission order (a pack that ends early is counted when the ones before it
+        # have); the ETA takes every pack job to run at once, as a free queue runs an array
+        progress = sweep_progress(checked, packs, lanes=len(packs))
+        for k, (job, (members, *_)) in enumerate(zip(submitted, args)):
             try:
-                rets += job.results()[0]
+                got = job.results()[0]
             except Exception as e:  # the pack job died outside training (node, OOM, ...)
                 log.error("pack job %s failed: %s", job.job_id, e)
-                rets += [_failed(e) for _ in members]
+                got = [_failed(e) for _ in members]
+            rets += got
+            progress.finish(k, **job_outcome(got))
         return rets
 
 

@@ -35,7 +35,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
 from omegaconf import OmegaConf, open_dict
 
-from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch
+from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch, job_outcome, sweep_progress
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,11 @@ class PoolLauncher(ProjectLauncher):
                                   "task_function": self.task_function,
                                   "singleton_state": Singleton.get_state()}, f)
             env = {v: str(max(1, cores() // n)) for v in THREAD_VARS} | dict(os.environ)
+            if n > 1:  # several jobs share this terminal: their lines only, no live bars
+                from grok.progress import NO_BAR
+
+                env[NO_BAR] = "1"
+            progress = sweep_progress(checked, lanes=n)
             queue, running = deque(range(len(jobs))), {}
             handed, deadline = 0, None
             try:
@@ -175,6 +180,7 @@ class PoolLauncher(ProjectLauncher):
                         if got and not (proc.returncode == 0 and result.exists()):
                             continue  # stopped as told: unfinished, it resumes at a relaunch
                         rets[i] = self._result(proc, result, *jobs[i])
+                        progress.finish(i, **job_outcome([rets[i]]))
                     if not finished:
                         time.sleep(POLL_S)
             finally:  # interrupted otherwise, or past the grace: stop the jobs; they resume later

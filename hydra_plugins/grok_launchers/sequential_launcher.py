@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from omegaconf import open_dict
 
-from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch
+from hydra_plugins.grok_launchers._batch import ProjectLauncher, checked_launch, job_outcome, sweep_progress
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class SequentialLauncher(ProjectLauncher):
                checked=None) -> Sequence[JobReturn]:
         self.start()
         log.info("Launching %d jobs locally", len(job_overrides))
-        runs = []
+        runs, progress = [], sweep_progress(checked)
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
@@ -41,4 +41,5 @@ class SequentialLauncher(ProjectLauncher):
                                 config=sweep_config, job_dir_key="hydra.sweep.dir",
                                 job_subdir_key="hydra.sweep.subdir"))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            progress.finish(idx - initial_job_idx, **job_outcome(runs[-1:]))
         return runs
