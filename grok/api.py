@@ -21,10 +21,16 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from grok.checks import check
+from grok.config import ConfigError, check_sweep_id
+from grok.history import load_run
+from grok.record.identity import MAX_NAME, diff, fingerprint, safe_dirname
 from hydra_plugins.grok_launchers._batch import (
     ROOM,
     BadInput,
@@ -34,6 +40,9 @@ from hydra_plugins.grok_launchers._batch import (
     one_line,
     same_run,
 )
+from hydra_plugins.grok_launchers.compose import checker as _checker
+from hydra_plugins.grok_launchers.compose import hydra_compose as _hydra
+from hydra_plugins.grok_launchers.packed_launcher import plan_packs, train_pack_jobs
 
 
 class RunFailed(RuntimeError):
@@ -45,10 +54,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     choices too: `["task=sub", "model=transformer"]`), checked as a launch checks every job.
     Bad input raises BadInput, one line naming the bad value; a sweep (`frac=0.3,0.5`) is one
     `compose` per value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.grok_launchers.compose import checker as _checker
-    from hydra_plugins.grok_launchers.compose import hydra_compose as _hydra
 
     if isinstance(overrides, str):
         raise BadInput(f"grok.compose({overrides!r}): give a list of overrides, e.g. [{overrides!r}]")
@@ -73,13 +79,7 @@ def run(configs, sweep_dir, *, max_pack: int | None = None) -> list:
     their records (grok.RunRecord), in order. Every config is checked before any run starts
     (BadInput); runs already complete there are read back, not trained again. A run that fails
     leaves its folder saying so, the others train on, and then RunFailed names it."""
-    from hydra.core.utils import JobStatus
 
-    from grok.checks import check
-    from grok.config import ConfigError, check_sweep_id
-    from grok.history import load_run
-    from grok.record.identity import MAX_NAME
-    from hydra_plugins.grok_launchers.packed_launcher import plan_packs, train_pack_jobs
 
     cfgs = [configs] if isinstance(configs, DictConfig) else list(configs)
     bad = [type(c).__name__ for c in cfgs if not isinstance(c, DictConfig)]
@@ -141,7 +141,6 @@ def _info_logged():
 
 def _job(run_dir: Path):
     """A JobReturn as the packed launcher's `prepare_jobs` makes one: its run folder, no files."""
-    from hydra.core.utils import JobReturn, JobStatus
 
     ret = JobReturn()
     ret.status, ret.return_value, ret.files = JobStatus.COMPLETED, str(run_dir), None
@@ -150,7 +149,6 @@ def _job(run_dir: Path):
 
 @functools.cache
 def _default() -> dict:
-    from grok.record.identity import fingerprint
 
     return fingerprint(compose([]))
 
@@ -159,7 +157,6 @@ def folder_name(cfg: DictConfig) -> str:
     """The run folder of `cfg` in a sweep: `key=value` for every key of its identity where it
     differs from the default config (`~key` where it has none), as a sweep job's folder is named
     (grok.record.identity.safe_dirname): `frac=0.6,p=23,seed=1`, `default` for none."""
-    from grok.record.identity import diff, fingerprint, safe_dirname
 
     base, mine = _default(), fingerprint(cfg)
     items = []
@@ -173,10 +170,14 @@ _MISSING = object()
 
 
 def _text(value) -> str:
-    """A value as a sweep job's folder name writes an override's value (Hydra's own writing:
-    `0.5`, `False`, `null`, `[0.9,0.98]`, `x+y`)."""
-    from hydra.core.override_parser.types import Override
-
+    """A value as a sweep job's folder name writes an override's value (as Hydra writes one:
+    `0.5`, `False`, `null`, `[0.9,0.98]`, `x+y`); the folder name escapes what a path cannot hold."""
     if OmegaConf.is_config(value):
         value = OmegaConf.to_container(value)
-    return Override._get_value_element_as_str(value)
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_text(x) for x in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_text(k)}:{_text(v)}" for k, v in value.items()) + "}"
+    return str(value)

@@ -16,6 +16,7 @@ layout appends to the same W&B run.
 """
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -133,10 +134,18 @@ def wandb_root(run_dir: Path) -> Path:
 def run_files(run_dir: Path, run_id: str) -> list[Path]:
     """The transaction logs of the W&B run `run_id`, one per process that logged to it, oldest
     first: in `wandb_root`/wandb, and in `run_dir`/wandb where a sweep's job kept them before its
-    runs were kept together. W&B names each process' folder `[offline-]run-<time>-<id>`."""
+    runs were kept together. W&B names each process' folder `[offline-]run-<time>-<id>`, with
+    `-1`, `-2`, ... added where a process of the same second had the name (a run continued or
+    resumed within a second of its last start)."""
     roots = dict.fromkeys([Path(run_dir) / "wandb", wandb_root(run_dir) / "wandb"])
-    found = {p for root in roots for p in root.glob(f"*run-*-{run_id}/run-{run_id}.wandb")}
-    return sorted(found, key=lambda p: p.parent.name.removeprefix("offline-"))
+    name = re.compile(rf"(?:offline-)?run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
+    found = {}
+    for root in roots:
+        for p in root.glob(f"*run-*-{run_id}*/run-{run_id}.wandb"):
+            m = name.fullmatch(p.parent.name)
+            if m and not p.parent.is_symlink():  # not wandb's latest-run link
+                found[p] = (m[1], int(m[2] or 0))
+    return sorted(found, key=found.get)
 
 
 def logged_steps(run_dir: Path, run_id: str) -> set[int]:

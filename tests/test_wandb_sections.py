@@ -209,6 +209,25 @@ def test_a_jobs_wandb_run_is_found_in_the_sweep_folder_and_in_its_own_from_befor
         "s/wandb/offline-run-20261207_100000-abc/run-abc.wandb"]
 
 
+def test_a_wandb_run_started_twice_in_one_second_keeps_both_parts_in_order(tmp_path):
+    """W&B names a second process of the same second `...-<id>-1` (a run continued or resumed
+    at once): that part is the run's too, after the first, and `-10` comes after `-2`."""
+    from grok.tracking import run_files
+
+    job = tmp_path / "run"
+    names = ["offline-run-20261207_100000-abc-10", "offline-run-20261207_100000-abc",
+             "offline-run-20261207_100000-abc-2", "offline-run-20261207_100000-abc-1",
+             "offline-run-20261207_095959-abc-3", "offline-run-20261207_100000-abcd",
+             "offline-run-20261207_100000-abc-x"]
+    for n in names:
+        (job / "wandb" / n).mkdir(parents=True)
+        (job / "wandb" / n / f"run-{n.split('-')[3]}.wandb").touch()
+    assert [p.parent.name for p in run_files(job, "abc")] == [
+        "offline-run-20261207_095959-abc-3", "offline-run-20261207_100000-abc",
+        "offline-run-20261207_100000-abc-1", "offline-run-20261207_100000-abc-2",
+        "offline-run-20261207_100000-abc-10"]
+
+
 def test_a_continued_job_appends_to_its_wandb_run_in_the_sweep_folder(tmp_path):
     sweep, job = tmp_path / "s", tmp_path / "s" / "seed=0"
     job.mkdir(parents=True)
