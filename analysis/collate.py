@@ -259,8 +259,13 @@ def run_rows(*roots, distinct: bool = True) -> tuple[list[dict], list[str]]:
             problems.append(f"{rec['run']}: {why}")
         else:
             good.append((rec, row))
-    kept = {id(rec) for rec in (once([rec for rec, _ in good], problems) if distinct else [])}
-    return [row for rec, row in good if not distinct or id(rec) in kept], problems
+    return (distinct_rows(good, problems) if distinct else [row for _, row in good]), problems
+
+
+def distinct_rows(good: list[tuple[dict, dict]], problems: list[str]) -> list[dict]:
+    """The rows of (record, row) pairs, each run once (`once` of the records)."""
+    kept = {id(rec) for rec in once([rec for rec, _ in good], problems)}
+    return [row for rec, row in good if id(rec) in kept]
 
 
 def from_wandb(path: str, group: str | None = None, api=None, problems: list | None = None) -> pd.DataFrame:
@@ -292,8 +297,7 @@ def from_wandb(path: str, group: str | None = None, api=None, problems: list | N
             problems.append(f"{where}: {why}")
             continue
         good.append((rec, row))
-    kept = {id(rec) for rec in once([rec for rec, _ in good], problems)}
-    return pd.DataFrame([row for rec, row in good if id(rec) in kept], columns=COLUMNS)
+    return pd.DataFrame(distinct_rows(good, problems), columns=COLUMNS)
 
 
 def latest_sweep(outputs="outputs") -> Path | None:
