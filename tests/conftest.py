@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,20 @@ def in_use(folder):
         f.write(f"pid {os.getpid()} on test\n")
         f.flush()
         yield
+
+
+def build_wheel(tmp: Path) -> Path:
+    """The wheel a regular `pip install .` of this checkout installs, built from a copy of its
+    sources (no build folder or egg-info left in the checkout), in `tmp`/dist."""
+    src = tmp / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "launch.py", "grok", "analysis", "hydra_plugins", "conf"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, src / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = (tmp / "dist").glob("grok-*.whl")
+    return wheel

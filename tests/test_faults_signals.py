@@ -129,6 +129,30 @@ def training(job: Path, step: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def launched(args, cwd):
+    """launch.py with `args` running in a session of its own (a signal to it reaches it alone,
+    as `kill` sends one); at the end, whatever of it is left is killed."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch.py"), *args], cwd=cwd,
+                            env={**os.environ, "HYDRA_FULL_ERROR": "0"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # whatever the launcher left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
+def wait_training(proc, jobs, step: int, timeout_s: float) -> None:
+    """Until every job of `jobs` has logged `step`; the launcher's stderr if it ends first."""
+    deadline = time.time() + timeout_s
+    while not all(training(j, step) for j in jobs):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline, "the jobs did not start training"
+        time.sleep(0.02)
+
+
 POOL = ["-m", "hydra/launcher=pool", "hydra.launcher.n_jobs=2", *SMALL, "train.steps=3000",
         "train.eval_every=100", "train.checkpoint_every=1000", "seed=0,1,2"]
 
@@ -144,26 +168,14 @@ def test_a_stop_signal_to_the_pool_launcher_stops_every_job_and_the_relaunch_con
     sweep, tmp = tmp_path / "sweep", tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))  # where the pool makes its grok-pool-* folder
-    cmd = [sys.executable, str(ROOT / "launch.py"), *POOL, f"hydra.sweep.dir={sweep}"]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     jobs = [job_dir(sweep, [*POOL[3:-1], f"seed={s}"]) for s in range(3)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while not (training(jobs[0], 200) and training(jobs[1], 200)):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.time() < deadline, "the jobs did not start training"
-            time.sleep(0.02)
+    with launched([*POOL, f"hydra.sweep.dir={sweep}"], tmp_path) as proc:
+        wait_training(proc, jobs[:2], 200, timeout_s=120)
         os.kill(proc.pid, sig)
         _, err = proc.communicate(timeout=90)
         time.sleep(0.5)  # a job that outlived its launcher would still be training now
         assert all(lock_is_free(j) for j in jobs[:2]), "a job still holds its folder"
         assert not list(tmp.glob("grok-pool-*")), "the pool's temporary folder was left"
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # whatever the launcher left behind
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
     assert proc.returncode != 0
     if sig == signal.SIGTERM:
         assert proc.returncode == -signal.SIGTERM, err[-3000:]
@@ -189,27 +201,15 @@ def test_sigterm_to_the_local_launcher_stops_its_submitit_jobs_and_the_relaunch_
     controller): each checkpoints its exact step and ends, no process of the launch is left, and
     the same command relaunched resumes both where they stopped."""
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, str(ROOT / "launch.py"), *LOCAL, f"hydra.sweep.dir={sweep}"]
     jobs = [job_dir(sweep, [*LOCAL[2:-1], f"seed={s}"]) for s in range(2)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 180
-        while not (training(jobs[0], 200) and training(jobs[1], 200)):
-            assert proc.poll() is None, proc.communicate()[1][-3000:]
-            assert time.time() < deadline, "the jobs did not start training"
-            time.sleep(0.02)
+    with launched([*LOCAL, f"hydra.sweep.dir={sweep}"], tmp_path) as proc:
+        wait_training(proc, jobs, 200, timeout_s=180)
         os.kill(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=90)
         time.sleep(1.0)  # a job that outlived its launcher would still be training now
         left = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout
         assert not left.split(), f"processes of the launch still running: {left}"
         assert all(lock_is_free(j) for j in jobs), "a job still holds its folder"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
     assert proc.returncode == -signal.SIGTERM, err[-3000:]
     stopped = [read(j / "checkpoint.pt")["step"] for j in jobs]
     assert all(200 <= s < 3000 and s % 1000 for s in stopped), stopped  # their exact steps

@@ -6,14 +6,13 @@ download); a path a .pth names has its own .pth files left unread, so this check
 install (a .pth finder) is not seen there: the test checks that grok comes from the venv."""
 
 import os
-import shutil
 import site
 import subprocess
 import sys
 import venv
 
 import pytest
-from conftest import ROOT
+from conftest import build_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +26,7 @@ def _run(args, cwd, **kw):
 def installed(tmp_path_factory):
     """(venv folder, its python, its site-packages) with the wheel of this checkout installed."""
     tmp = tmp_path_factory.mktemp("install")
-    src = tmp / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md", "launch.py", "grok", "analysis", "hydra_plugins", "conf"):
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(
-            ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                        if (ROOT / name).is_dir() else {}))
-    r = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-              "-w", str(tmp / "dist"), str(src)], cwd=tmp)
-    assert r.returncode == 0, r.stderr[-2000:]
-    (wheel,) = (tmp / "dist").glob("grok-*.whl")
+    wheel = build_wheel(tmp)
     env = tmp / "venv"
     venv.EnvBuilder(with_pip=False).create(env)
     py = env / "bin" / "python"

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY, launch
+from conftest import ROOT, TINY, build_wheel, launch
 
 AS_CONSOLE_SCRIPT = "import sys; from {} import cli; sys.argv[0] = 'grok-launch'; sys.exit(cli())"
 
@@ -73,15 +73,7 @@ def test_installed_grok_launch(tmp_path):
 def test_a_regular_install_packages_the_configs(tmp_path):
     """A wheel (what `pip install .` installs) holds conf/ as grok/conf and every subpackage;
     launched from the unpacked wheel, far from the checkout, it finds its configs."""
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md", "launch.py", "grok", "analysis", "hydra_plugins", "conf"):
-        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(
-            ROOT / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                        if (ROOT / name).is_dir() else {}))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), str(src)], check=True, capture_output=True, timeout=300)
-    (wheel,) = (tmp_path / "dist").glob("grok-*.whl")
+    wheel = build_wheel(tmp_path)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     assert (site / "grok/conf/config.yaml").is_file() and (site / "grok/models/hooked.py").is_file()
